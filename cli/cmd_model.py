@@ -1,0 +1,106 @@
+"""Sub-commands of the model part: info, train, evaluate, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_weights_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", type=Path, default=None,
+                   help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights")
+
+
+def register(sub) -> None:
+    """Add the model sub-commands to the ``egeunet`` parser."""
+    p = sub.add_parser("info", help="model figures (params, MACs), weights and the preprocessing contract")
+    p.set_defaults(handler=cmd_info)
+    add_weights_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON only")
+
+    p = sub.add_parser("train", help="train with the paper's recipe (resumable; torchrun for several processes)")
+    p.set_defaults(handler=cmd_train)
+    p.add_argument("--data", type=Path, help="dataset root (official, ISIC or flat layout)")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", type=Path, default=Path("runs/egeunet"), help="run folder (checkpoints, logs, curves)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: all cores)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N pairs of each split (smoke runs)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable or unpaired files, listing them")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("evaluate", help="the paper's metrics (pooled mIoU/DSC) and per-image means on a split")
+    p.set_defaults(handler=cmd_evaluate)
+    add_weights_arg(p)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
+    p.add_argument("--native", action="store_true", help="score at each image's own resolution")
+    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("predict", help="binary masks and overlays at the input's resolution")
+    p.set_defaults(handler=cmd_predict)
+    add_weights_arg(p)
+    p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_info(args) -> int:
+    from egeunet_deploy.model.info import model_info
+
+    info = model_info(args.weights)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"EGE-UNet ({info['model']}): {info['params']:,} parameters, {info['macs']:,} MACs at "
+              f"1x3x{info['input_hw'][0]}x{info['input_hw'][1]}")
+        print(f"weights: {info['weights']} (sha256 {info['weights_sha256'][:12]}...)")
+        if info.get("metrics"):
+            print(f"shipped metrics: {json.dumps(info['metrics'])}")
+        c = info["contract"]
+        print(f"input: {c['input_dtype']} {c['channel_order']} {c['input_height']}x{c['input_width']}, "
+              f"{c['normalization_formula']}; output: {c['output']}, {c['threshold_rule']} ({c['threshold']})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from egeunet_deploy.model.train import TrainConfig, train
+
+    if args.resume is None and args.data is None:
+        raise ValueError("train needs --data DIR (or --resume RUN_DIR)")
+    cfg = TrainConfig(data=str(args.data.resolve()) if args.data else "", epochs=args.epochs,
+                      batch_size=args.batch_size, seed=args.seed, threads=args.threads, limit=args.limit,
+                      skip_bad=args.skip_bad)
+    out = args.resume or args.out
+    train(cfg, out, resume=args.resume is not None, progress=not args.no_progress)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from egeunet_deploy.model.evaluate import evaluate
+
+    result = evaluate(args.weights, args.data, args.split, native=args.native, skip_bad=args.skip_bad,
+                      progress=not args.no_progress)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        from egeunet_deploy.model.checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(args.json, text.encode())
+    p, q = result["pooled"], result["per_image"]
+    print(f"{result['n_images']} images of {args.data} [{args.split}] at {result['resolution']} resolution: "
+          f"pooled mIoU {p['miou']:.4f}  DSC {p['dsc']:.4f}  acc {p['accuracy']:.4f}  sens {p['sensitivity']:.4f}  "
+          f"spec {p['specificity']:.4f} | per-image mIoU {q['miou']:.4f}  DSC {q['dsc']:.4f}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from egeunet_deploy.model.predict import predict
+
+    written = predict(args.weights, args.inputs, args.out, progress=not args.no_progress)
+    print(f"wrote {len(written)} mask(s) and overlay(s) to {args.out}")
+    return 0

@@ -1,0 +1,49 @@
+"""The ``egeunet`` command line: one sub-command per job, each a thin call into the part that does the work.
+
+Each part registers its own sub-commands (``cmd_model``, ``cmd_export``, ``cmd_runtimes``). Errors a user can fix
+(bad data, wrong weights, bad options) print one clear message and exit with status 2; an interrupt exits with 130;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, PermissionError,
+                                                NotADirectoryError, IsADirectoryError)
+COMMAND_MODULES = ("cmd_model", "cmd_export", "cmd_runtimes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="egeunet", description="EGE-UNet from PyTorch training to phones.")
+    parser.add_argument("--version", action="version", version=f"egeunet-deploy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Saving and loading weights and training state, atomically, with clear errors for wrong files.
+
+A checkpoint is written to a temporary file in the same folder, fsynced, then renamed over the old one, so a kill at
+any moment leaves either the previous complete file or the new complete file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .bundled import DEFAULT_WEIGHTS
+from .ege_unet import EGEUNet, ModelCfg, model_from_cfg
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, unreadable, or made for another architecture."""
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_torch_save(obj, path: Path | str) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def sha256_file(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_checkpoint(path: Path | str) -> dict:
+    """Load a file written by this toolkit (``{"state_dict", "model_cfg", ...}``) or a bare official state_dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        return obj
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        return {"state_dict": obj["model"], **{k: v for k, v in obj.items() if k != "model"}}
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"state_dict": obj}  # a bare state_dict, e.g. from the official repository
+    raise WeightsError(f"{path}: no state_dict inside (keys: {list(obj)[:8] if isinstance(obj, dict) else type(obj)})")
+
+
+def load_state_strict(net: nn.Module, state_dict: dict, source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names missing, unexpected and mis-shaped keys."""
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}  # DDP-saved files
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
+    if missing or unexpected or shapes:
+        parts = []
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
+            if items:
+                shown = ", ".join(items[:6]) + (f", ... ({len(items)} in all)" if len(items) > 6 else "")
+                parts.append(f"{title}: {shown}")
+        arch = getattr(net, "cfg", "")
+        raise WeightsError(f"{source} does not fit EGE-UNet {arch}: " + "; ".join(parts))
+    net.load_state_dict(state_dict, strict=True)
+
+
+def load_model(weights: Path | str | None = None, cfg: ModelCfg | None = None) -> tuple[EGEUNet, dict]:
+    """Build the model a weights file was trained with and load it strictly. ``None`` means the shipped weights.
+
+    Returns the model in eval mode and the checkpoint record (with ``path`` and ``sha256`` added).
+    """
+    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    ckpt = read_checkpoint(path)
+    if cfg is not None:
+        net = EGEUNet(**cfg.__dict__)
+    elif "model_cfg" in ckpt:
+        net = model_from_cfg(ckpt["model_cfg"])
+    else:
+        net = EGEUNet()  # official checkpoints carry no config: the paper's default
+    load_state_strict(net, ckpt["state_dict"], str(path))
+    ckpt["path"] = str(path.resolve())
+    ckpt["sha256"] = sha256_file(path)
+    return net.eval(), ckpt

@@ -1,0 +1,78 @@
+"""Decoding images and masks of any common kind into the contract's 8-bit RGB / binary form.
+
+Real data arrives as RGB, RGBA, grayscale, palette and 16-bit files, some with EXIF orientation, some truncated.
+Every failure becomes an :class:`ImageReadError` that names the file, never a silent half-decoded image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .contract import binarize_mask_pixels
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """An image or mask file that cannot be decoded; ``path`` names it."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _open(path: Path | str) -> Image.Image:
+    try:
+        im = Image.open(path)
+        im.load()  # force the full decode here so truncated files fail now, not later
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image (unrecognised format or corrupt header)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(path, f"unreadable or truncated image ({e})") from None
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception as e:  # malformed EXIF must not pass silently either
+        raise ImageReadError(path, f"bad EXIF orientation data ({e})") from None
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer / float grayscale -> 8-bit by scaling, not clipping (PIL's convert clips)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        return Image.fromarray(np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8), mode="L")
+    return im
+
+
+def read_rgb(path: Path | str) -> Image.Image:
+    """Any supported image file -> an RGB PIL image, EXIF-oriented. Alpha is dropped (composited on black)."""
+    im = _to_8bit(_open(path))
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(background, im)
+    if im.mode == "RGB":
+        return im
+    try:
+        return im.convert("RGB")
+    except Exception as e:
+        raise ImageReadError(path, f"cannot convert mode {im.mode} to RGB ({e})") from None
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """Any supported mask file -> uint8 (H, W) in {0, 1}; lesion where the brightest channel is above 127.
+
+    Taking the brightest channel (not luminance) keeps coloured masks (a red lesion on black, a palette PNG)
+    right: pure red has a luminance of 76 and would otherwise vanish.
+    """
+    im = _to_8bit(_open(path))
+    if im.mode == "L":
+        return binarize_mask_pixels(np.asarray(im))
+    if im.mode == "1":
+        return np.asarray(im, dtype=np.uint8)
+    return binarize_mask_pixels(np.asarray(im.convert("RGB")).max(axis=2))

@@ -1,0 +1,101 @@
+"""Segmentation metrics, defined once for training, evaluation and the drift report.
+
+Pooled metrics follow the official EGE-UNet evaluation exactly: one confusion matrix over every pixel of the split
+(prediction ``prob >= 0.5``, ground truth binary), then mIoU = TP / (TP + FP + FN) and DSC = 2TP / (2TP + FP + FN).
+The paper's "mIoU" is therefore the lesion-class IoU of the pooled confusion matrix, not a per-image mean.
+Per-image metrics are reported beside them because they weigh small lesions fairly; an image where both the
+prediction and the ground truth are empty scores 1 (perfect agreement), as is customary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class Confusion:
+    """Pixel confusion counts (int64: a split of 600 images at 256x256 is 39M pixels)."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        pred, gt = pred.astype(bool), gt.astype(bool)
+        tp = int(np.count_nonzero(pred & gt))
+        npred, ngt = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))
+        self.tp += tp
+        self.fp += npred - tp
+        self.fn += ngt - tp
+        self.tn += pred.size - npred - ngt + tp
+
+    def __iadd__(self, other: Confusion) -> Confusion:
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        self.tn += other.tn
+        return self
+
+    def summary(self) -> dict:
+        tp, fp, fn, tn = self.tp, self.fp, self.fn, self.tn
+        return {
+            "miou": _ratio(tp, tp + fp + fn),
+            "dsc": _ratio(2 * tp, 2 * tp + fp + fn),
+            "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
+            "sensitivity": _ratio(tp, tp + fn),
+            "specificity": _ratio(tn, tn + fp),
+            "confusion": asdict(self),
+        }
+
+
+def _ratio(num: int, den: int) -> float:
+    return float(num) / float(den) if den else 0.0
+
+
+def per_image_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU and Dice of each image in a batch of binary masks (N, H, W); empty vs empty scores 1."""
+    p = pred.reshape(pred.shape[0], -1).astype(bool)
+    g = gt.reshape(gt.shape[0], -1).astype(bool)
+    inter = np.count_nonzero(p & g, axis=1).astype(np.float64)
+    sp, sg = np.count_nonzero(p, axis=1), np.count_nonzero(g, axis=1)
+    union = sp + sg - inter
+    empty = (sp + sg) == 0
+    iou = np.where(empty, 1.0, inter / np.maximum(union, 1))
+    dice = np.where(empty, 1.0, 2 * inter / np.maximum(sp + sg, 1))
+    return iou, dice
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two binary masks of any shape, pooled over all pixels (mask agreement between two models)."""
+    a, b = a.astype(bool), b.astype(bool)
+    s = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if s == 0 else 2.0 * int(np.count_nonzero(a & b)) / s
+
+
+@dataclass
+class SegmentationScores:
+    """Running pooled confusion plus per-image scores over a dataset."""
+
+    def __post_init__(self) -> None:
+        self.confusion = Confusion()
+        self.iou: list[float] = []
+        self.dsc: list[float] = []
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """Add a batch of binary predictions and ground truths, (N, H, W) or a list of (H, W) of varying size."""
+        for p, g in zip(pred, gt, strict=True):
+            self.confusion.add(p, g)
+            iou, dsc = per_image_scores(p[None], g[None])
+            self.iou.append(float(iou[0]))
+            self.dsc.append(float(dsc[0]))
+
+    def result(self) -> dict:
+        return {
+            "pooled": self.confusion.summary(),
+            "per_image": {"miou": float(np.mean(self.iou)) if self.iou else 0.0,
+                          "dsc": float(np.mean(self.dsc)) if self.dsc else 0.0},
+            "n_images": len(self.iou),
+        }

@@ -1,0 +1,307 @@
+"""The paper's training recipe, fast on a CPU, resumable after any interruption, and DDP-ready.
+
+Recipe (paper, section 3, and the official config): BCE + Dice on the output and on the five deep-supervision maps
+(weights 1, 0.5, 0.4, 0.3, 0.2, 0.1), AdamW (lr 1e-3, weight decay 1e-2), CosineAnnealingLR (T_max 50,
+eta_min 1e-5) stepped once per epoch, batch 8, 256 x 256, random horizontal/vertical flips and rotation.
+
+Why it is fast: the split is decoded once into a uint8 tensor; augmentation is one batched ``grid_sample``;
+the network runs channels_last (measured 1.4x on this CPU; ``torch.compile`` measured no gain and costs minutes).
+
+Why resume is exact: everything random in an epoch (the shuffle, every flip and angle) comes from a generator seeded
+by (seed, epoch, rank), and ``last.pt`` is written atomically at the end of every epoch with the model, optimizer,
+scheduler and history. A run killed mid-epoch restarts that epoch from its beginning and reaches bit-identical
+weights (``tests/test_train.py`` kills one with SIGKILL to prove it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from . import DS_WEIGHTS
+from .augment import augment_batch
+from .checkpoint import atomic_torch_save, atomic_write_bytes, load_state_strict
+from .contract import CONTRACT, minmax_normalize
+from .data import LoadedSet, load_split
+from .ege_unet import EGEUNet, create_model, upsample_to
+from .metrics import Confusion
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    epochs: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    t_max: int = 50
+    eta_min: float = 1e-5
+    seed: int = 42
+    model: str = "egeunet"
+    train_split: str = "train"
+    val_split: str = "val"
+    threads: int = 0  # 0: all cores (divided among DDP ranks)
+    channels_last: bool = True
+    limit: int | None = None  # use only the first N train/val pairs (tests, smoke runs)
+    skip_bad: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The official BceDiceLoss (BCE averaged over pixels + 1 - per-sample smoothed Dice), from logits."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    dice = (2 * (prob * t).sum(1) + 1) / (prob.sum(1) + t.sum(1) + 1)
+    return bce + 1 - dice.mean()
+
+
+def recipe_loss(ds_logits: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. (2): weighted BceDice over the output and the deep-supervision maps (coarse-to-fine list)."""
+    loss = DS_WEIGHTS[0] * bce_dice(logits, target)
+    for weight, ds in zip(DS_WEIGHTS[1 : len(ds_logits) + 1], reversed(ds_logits), strict=True):  # finest map gets 0.5 ... coarsest 0.1
+        loss = loss + weight * bce_dice(upsample_to(ds, target.shape[2:]), target)
+    return loss
+
+
+def epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1009 + rank)
+
+
+@torch.no_grad()
+def evaluate_loaded(net: EGEUNet, data: LoadedSet, batch_size: int = 32, channels_last: bool = True) -> dict:
+    """Pooled metrics (official definition) of ``net`` on an in-memory set at model resolution."""
+    net.eval()
+    conf = Confusion()
+    for i in range(0, len(data), batch_size):
+        x = minmax_normalize(torch.from_numpy(data.images[i : i + batch_size]).permute(0, 3, 1, 2))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        prob = torch.sigmoid(net.forward_logits(x)[1])[:, 0].numpy()
+        conf.add(prob >= CONTRACT.threshold, data.masks[i : i + batch_size])
+    return conf.summary()
+
+
+class _Interrupt:
+    """Turns SIGTERM into KeyboardInterrupt so a polite kill is handled like Ctrl-C."""
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(*_):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._old)
+        return False
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _setup_distributed() -> None:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+
+
+def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress: bool = True,
+          log=print) -> dict:
+    """Train (or resume) a run in ``out_dir``; returns the final history record. Safe to interrupt at any point."""
+    out_dir = Path(out_dir)
+    _setup_distributed()
+    rank, world = _dist_info()
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // world)
+    torch.set_num_threads(threads)
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+
+    last_path = out_dir / "last.pt"
+    state = None
+    if resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        saved = state["train_cfg"]
+        for key in ("data", "batch_size", "lr", "weight_decay", "t_max", "eta_min", "seed", "model", "limit"):
+            if key in saved and saved[key] != getattr(cfg, key):
+                log(f"resume: using the run's {key}={saved[key]!r} (given {getattr(cfg, key)!r})")
+                setattr(cfg, key, saved[key])
+    elif last_path.exists():
+        raise FileExistsError(f"{out_dir} already holds a run; pass --resume {out_dir} or choose another --out")
+
+    torch.manual_seed(cfg.seed)  # model initialisation
+    net = create_model(cfg.model).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.t_max, eta_min=cfg.eta_min)
+    history: list[dict] = []
+    start_epoch, best_dsc = 1, -1.0
+    if state is not None:
+        load_state_strict(net, state["state_dict"], str(last_path))
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, start_epoch, best_dsc = state["history"], state["epoch"] + 1, state["best_dsc"]
+        log(f"resumed {out_dir} at epoch {start_epoch} (best val DSC so far {best_dsc:.4f})")
+    model: torch.nn.Module = _LogitsView(net)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    train_set = load_split(cfg.data, cfg.train_split, skip_bad=cfg.skip_bad, progress=progress and rank == 0,
+                           limit=cfg.limit)
+    val_set = load_split(cfg.data, cfg.val_split, skip_bad=cfg.skip_bad, progress=progress and rank == 0,
+                         limit=cfg.limit) if rank == 0 else None
+    if train_set.masks is None:
+        raise ValueError(f"{cfg.data}: the {cfg.train_split} split has no masks; training needs them")
+    for s in train_set.skipped:
+        log(f"skipped {s.path}: {s.reason}")
+    images, masks = torch.from_numpy(train_set.images), torch.from_numpy(train_set.masks)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        log(f"training {cfg.model} on {len(train_set)} {cfg.train_split} images, validating on {len(val_set)} "
+            f"{cfg.val_split} images; {world} process(es) x {threads} thread(s); epochs {start_epoch}..{cfg.epochs}")
+
+    with _Interrupt():
+        try:
+            for epoch in range(start_epoch, cfg.epochs + 1):
+                t0 = time.time()
+                gen = epoch_generator(cfg.seed, epoch)
+                order = torch.randperm(len(train_set), generator=gen)[rank::world]
+                aug_gen = epoch_generator(cfg.seed, epoch, rank + 1)
+                steps = math.ceil(len(order) / cfg.batch_size)
+                if world > 1:  # every rank must run the same number of steps for DDP's all-reduce
+                    steps = len(train_set) // world // cfg.batch_size or 1
+                model.train()
+                total, seen = 0.0, 0
+                bar = range(steps)
+                if progress and rank == 0:
+                    from tqdm import tqdm
+
+                    bar = tqdm(bar, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False)
+                for step in bar:
+                    idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                    x, y = augment_batch(images[idx], masks[idx], aug_gen)
+                    x, y = x.to(device), y.to(device)
+                    ds_logits, logits = model(x)
+                    loss = recipe_loss(ds_logits, logits, y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(idx)
+                    seen += len(idx)
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{total / seen:.4f}")
+                train_seconds = time.time() - t0
+                lr = opt.param_groups[0]["lr"]
+                sched.step()
+                if rank == 0:
+                    val = evaluate_loaded(net, val_set, channels_last=cfg.channels_last)
+                    record = {"epoch": epoch, "loss": total / max(seen, 1), "lr": lr, "val_miou": val["miou"],
+                              "val_dsc": val["dsc"], "seconds": time.time() - t0,
+                              "img_per_s": seen * world / train_seconds}
+                    history.append(record)
+                    is_best = val["dsc"] > best_dsc
+                    best_dsc = max(best_dsc, val["dsc"])
+                    _save(out_dir, net, opt, sched, cfg, epoch, best_dsc, history, is_best)
+                    log(f"epoch {epoch}: loss {record['loss']:.4f}  val mIoU {val['miou']:.4f}  DSC {val['dsc']:.4f}"
+                        f"{'  (best)' if is_best else ''}  {record['seconds']:.0f}s  "
+                        f"train {record['img_per_s']:.1f} img/s")
+                if world > 1:
+                    dist.barrier()
+        except KeyboardInterrupt:
+            if rank == 0:
+                log(f"interrupted; {last_path} holds the last complete epoch. Resume with: "
+                    f"egeunet train --resume {out_dir}")
+            raise
+    return history[-1] if history else {}
+
+
+class _LogitsView(torch.nn.Module):
+    """Calls ``forward_logits`` through ``__call__``, which is where DDP hooks its gradient all-reduce."""
+
+    def __init__(self, net: EGEUNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        return self.net.forward_logits(x)
+
+
+def _save(out_dir: Path, net: EGEUNet, opt, sched, cfg: TrainConfig, epoch: int, best_dsc: float,
+          history: list[dict], is_best: bool) -> None:
+    state_dict = {k: v.contiguous() for k, v in net.state_dict().items()}
+    model_cfg = {**asdict(net.cfg), "c_list": list(net.cfg.c_list)}
+    base = {"format": "egeunet-deploy checkpoint", "version": CHECKPOINT_VERSION, "model_cfg": model_cfg,
+            "contract": CONTRACT.to_dict(), "epoch": epoch}
+    if is_best:
+        atomic_torch_save({**base, "state_dict": state_dict, "val": history[-1]}, out_dir / "best.pt")
+    atomic_torch_save({**base, "state_dict": state_dict, "optimizer": opt.state_dict(),
+                       "scheduler": sched.state_dict(), "train_cfg": asdict(cfg), "best_dsc": best_dsc,
+                       "history": history}, out_dir / "last.pt")
+    write_logs(out_dir, history)
+
+
+def write_logs(out_dir: Path, history: list[dict]) -> None:
+    """log.json, log.csv and curves.png, each replaced atomically."""
+    atomic_write_bytes(out_dir / "log.json", json.dumps(history, indent=1).encode())
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_bytes(out_dir / "log.csv", buf.getvalue().encode())
+    plot_curves(history, out_dir / "curves.png")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(ep, [h["loss"] for h in history], label="train loss")
+    a.set_xlabel("epoch")
+    a.set_ylabel("BCE+Dice (deep supervision)")
+    a.legend()
+    b.plot(ep, [h["val_dsc"] for h in history], label="val DSC")
+    b.plot(ep, [h["val_miou"] for h in history], label="val mIoU")
+    b.set_xlabel("epoch")
+    b.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def main_distributed() -> None:  # pragma: no cover - entry for `torchrun -m egeunet_deploy.model.train ...`
+    from egeunet_deploy.main import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main_distributed()
