@@ -22,7 +22,8 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train with the paper's recipe (resumable; torchrun for several processes)")
     p.set_defaults(handler=cmd_train)
     p.add_argument("--data", type=Path, help="dataset root (official, ISIC or flat layout)")
-    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs in all (default 300; when resuming, the run's own, unless given to extend it)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", type=Path, default=Path("runs/egeunet"), help="run folder (checkpoints, logs, curves)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")

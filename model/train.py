@@ -39,12 +39,13 @@ from .ege_unet import EGEUNet, create_model, upsample_to
 from .metrics import Confusion
 
 CHECKPOINT_VERSION = 1
+DEFAULT_EPOCHS = 300  # the paper's
 
 
 @dataclass
 class TrainConfig:
     data: str = ""
-    epochs: int = 300
+    epochs: int | None = None  # None: 300 for a new run, the run's own number when resuming
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-2
@@ -142,12 +143,19 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
             raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
         state = torch.load(last_path, map_location="cpu", weights_only=True)
         saved = state["train_cfg"]
+        if cfg.epochs is None:
+            cfg.epochs = saved["epochs"]
+        defaults = TrainConfig()
         for key in ("data", "batch_size", "lr", "weight_decay", "t_max", "eta_min", "seed", "model", "limit"):
-            if key in saved and saved[key] != getattr(cfg, key):
-                log(f"resume: using the run's {key}={saved[key]!r} (given {getattr(cfg, key)!r})")
+            given = getattr(cfg, key)
+            if key in saved and saved[key] != given:
+                if given != getattr(defaults, key):
+                    log(f"resume: keeping the run's {key}={saved[key]!r} (ignoring {given!r})")
                 setattr(cfg, key, saved[key])
     elif last_path.exists():
         raise FileExistsError(f"{out_dir} already holds a run; pass --resume {out_dir} or choose another --out")
+    if cfg.epochs is None:
+        cfg.epochs = DEFAULT_EPOCHS
 
     torch.manual_seed(cfg.seed)  # model initialisation
     net = create_model(cfg.model).to(device)
@@ -230,12 +238,28 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
                         f"train {record['img_per_s']:.1f} img/s")
                 if world > 1:
                     dist.barrier()
+            if world > 1:
+                _check_replicas_in_sync(net, log if rank == 0 else (lambda *_: None))
         except KeyboardInterrupt:
             if rank == 0:
                 log(f"interrupted; {last_path} holds the last complete epoch. Resume with: "
                     f"egeunet train --resume {out_dir}")
             raise
+        finally:
+            if world > 1:
+                dist.destroy_process_group()
     return history[-1] if history else {}
+
+
+def _check_replicas_in_sync(net: EGEUNet, log) -> None:
+    """DDP must leave every rank with the same weights; a silent desync would make rank 0's checkpoint a lie."""
+    checksum = torch.stack([p.detach().double().sum() for p in net.parameters()]).sum().reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    values = [float(g) for g in gathered]
+    if max(values) - min(values) > 1e-9 * max(1.0, abs(values[0])):
+        raise RuntimeError(f"DDP replicas diverged: parameter checksums {values}")
+    log(f"DDP: {len(values)} replicas in sync (parameter checksum {values[0]:.6f})")
 
 
 class _LogitsView(torch.nn.Module):

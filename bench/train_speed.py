@@ -1,0 +1,149 @@
+"""Training throughput: a naive PyTorch loop (as the official code trains) vs this toolkit's trainer, one run.
+
+    python bench/train_speed.py [--data ../shared/data/isic2017] [--steps 20] [--threads 2] [--json FILE]
+
+Naive = per-sample PIL decode in a DataLoader, numpy z-score + min-max, per-sample flips / rotation / resize,
+contiguous NCHW tensors, sigmoid outputs with the official BCELoss + Dice. Ours = ``egeunet train``'s inner loop:
+the split decoded once to uint8, one batched augmentation call, channels_last, the loss from logits. Both run the
+same model, optimizer, batch size and number of steps, interleaved in one process so the ratio is fair on a noisy
+machine. Prints img/s of each and the speed-up; ``--json`` stores the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from egeunet_deploy.model import create_model
+from egeunet_deploy.model.augment import augment_batch
+from egeunet_deploy.model.data import find_pairs, load_pairs
+from egeunet_deploy.model.train import recipe_loss
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
+
+
+class NaiveDataset(torch.utils.data.Dataset):
+    """What the official NPY_datasets + transforms do per sample (with our stem pairing)."""
+
+    def __init__(self, pairs) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        pair = self.pairs[i]
+        img = np.array(Image.open(pair.image).convert("RGB"), dtype=np.float64)
+        msk = np.array(Image.open(pair.mask).convert("L"))[..., None] / 255.0
+        img = (img - 159.922) / 28.871
+        img = (img - img.min()) / (img.max() - img.min()) * 255.0
+        x = torch.tensor(img).permute(2, 0, 1)
+        y = torch.tensor(msk).permute(2, 0, 1)
+        if random.random() < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        if random.random() < 0.5:
+            x, y = x.flip(-2), y.flip(-2)
+        if random.random() < 0.5:
+            a = random.uniform(0, 2 * math.pi)
+            theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]],
+                                 dtype=x.dtype)[None]
+            grid = F.affine_grid(theta, [1, 1, *x.shape[1:]], align_corners=False)
+            x = F.grid_sample(x[None], grid, mode="nearest", align_corners=False)[0]
+            y = F.grid_sample(y[None], grid, mode="nearest", align_corners=False)[0]
+        x = F.interpolate(x[None], size=(256, 256), mode="bilinear", antialias=True)[0]
+        y = F.interpolate(y[None], size=(256, 256), mode="bilinear", antialias=True)[0]
+        return x.float(), y.float()
+
+
+def official_loss(ds_probs, prob, target):
+    def bce_dice(p, t):
+        n = p.shape[0]
+        p, t = p.view(n, -1), t.view(n, -1)
+        dice = 1 - ((2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).sum() / n
+        return F.binary_cross_entropy(p, t) + dice
+
+    weights = (0.1, 0.2, 0.3, 0.4, 0.5)
+    return bce_dice(prob, target) + sum(w * bce_dice(p, target) for w, p in zip(weights, ds_probs, strict=True))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=2, help="alternate naive/ours this many times")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch = 8
+    pairs, _ = find_pairs(args.data, "train")
+    pairs = pairs[: batch * args.steps * 2]
+
+    naive_net = create_model("egeunet")
+    naive_opt = torch.optim.AdamW(naive_net.parameters(), lr=1e-3, weight_decay=1e-2)
+    loader = torch.utils.data.DataLoader(NaiveDataset(pairs), batch_size=batch, shuffle=True, num_workers=0)
+
+    t0 = time.perf_counter()
+    data = load_pairs(pairs)
+    decode_seconds = time.perf_counter() - t0
+    images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
+    net = create_model("egeunet").to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(0)
+
+    def naive_steps(n: int) -> float:
+        start, done = time.perf_counter(), 0
+        for x, y in loader:
+            ds, prob = naive_net(x)
+            loss = official_loss(ds, prob, y)
+            naive_opt.zero_grad()
+            loss.backward()
+            naive_opt.step()
+            done += 1
+            if done == n:
+                break
+        return n * batch / (time.perf_counter() - start)
+
+    def our_steps(n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            idx = torch.randint(0, len(images), (batch,), generator=gen)
+            x, y = augment_batch(images[idx], masks[idx], gen)
+            ds, logits = net.forward_logits(x)
+            loss = recipe_loss(ds, logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return n * batch / (time.perf_counter() - start)
+
+    naive_steps(2), our_steps(2)  # warm-up both
+    naive, ours = [], []
+    for _ in range(args.rounds):
+        naive.append(naive_steps(args.steps))
+        ours.append(our_steps(args.steps))
+    result = {"threads": torch.get_num_threads(), "batch": batch, "steps_per_round": args.steps,
+              "rounds": args.rounds, "naive_img_per_s": float(np.median(naive)),
+              "ours_img_per_s": float(np.median(ours)), "one_time_decode_s": decode_seconds,
+              "decoded_images": len(pairs)}
+    result["speedup"] = result["ours_img_per_s"] / result["naive_img_per_s"]
+    epoch = 1999
+    print(f"naive loop : {result['naive_img_per_s']:6.1f} img/s  ({epoch / result['naive_img_per_s']:.0f} s/epoch)")
+    print(f"egeunet    : {result['ours_img_per_s']:6.1f} img/s  ({epoch / result['ours_img_per_s']:.0f} s/epoch, "
+          f"+ {decode_seconds:.1f} s one-time decode of {len(pairs)} images)")
+    print(f"speed-up   : {result['speedup']:.2f}x  ({result['threads']} threads, medians of {args.rounds} rounds)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

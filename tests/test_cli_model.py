@@ -1,0 +1,96 @@
+"""The model part's commands end to end: info, evaluate, predict, and their errors (exit code 2, clear message)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from egeunet_deploy.main import main
+from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_json_gives_the_paper_figures_and_the_weights_used(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "info", "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert info["params"] == 53_374 and info["macs"] == 72_096_256
+    assert info["weights"] == str(DEFAULT_WEIGHTS.resolve())
+    assert info["contract"]["input_height"] == 256 and info["contract"]["threshold"] == 0.5
+    copy = tmp_path / "mine.pt"
+    shutil.copy(DEFAULT_WEIGHTS, copy)
+    _, out, _ = run_cli(capsys, "info", "--weights", str(copy), "--json")
+    assert json.loads(out)["weights"] == str(copy.resolve())
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "egeunet_deploy", "info"], capture_output=True, text=True)
+    assert result.returncode == 0 and "53,374 parameters" in result.stdout
+
+
+def test_evaluate_json_schema_and_values(capsys, sample_dir, tmp_path, shipped):
+    out_json = tmp_path / "r.json"
+    code, out, _ = run_cli(capsys, "evaluate", "--data", str(sample_dir), "--split", "test", "--json", str(out_json),
+                           "--no-progress")
+    assert code == 0
+    r = json.loads(out_json.read_text())
+    assert r["n_images"] == 32 and r["resolution"] == "model"
+    for group in ("pooled", "per_image"):
+        assert 0.0 < r[group]["miou"] < r[group]["dsc"] <= 1.0
+    c = r["pooled"]["confusion"]
+    assert c["tp"] + c["fp"] + c["fn"] + c["tn"] == 32 * 256 * 256
+    assert r["pooled"]["dsc"] == pytest.approx(2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"]))
+    assert f"DSC {r['pooled']['dsc']:.4f}" in out
+    code, _, _ = run_cli(capsys, "evaluate", "--data", str(sample_dir), "--split", "test", "--native", "--json",
+                         str(out_json), "--no-progress")
+    native = json.loads(out_json.read_text())
+    assert native["resolution"] == "native"
+    assert sum(native["pooled"]["confusion"].values()) == 32 * 256 * 192
+    assert abs(native["pooled"]["dsc"] - r["pooled"]["dsc"]) < 0.02
+
+
+def test_predict_writes_masks_at_input_resolution(capsys, sample_dir, tmp_path):
+    images = sorted((sample_dir / "test" / "images").iterdir())[:2]
+    code, out, _ = run_cli(capsys, "predict", str(images[0]), str(images[1]), "--out", str(tmp_path / "p"),
+                           "--no-progress")
+    assert code == 0 and "wrote 2 mask(s)" in out
+    mask = np.asarray(Image.open(tmp_path / "p" / f"{images[0].stem}_mask.png"))
+    assert mask.shape == (192, 256) and set(np.unique(mask)) <= {0, 255}
+    overlay = Image.open(tmp_path / "p" / f"{images[0].stem}_overlay.png")
+    assert overlay.size == (256, 192) and overlay.mode == "RGB"
+    code, _, _ = run_cli(capsys, "predict", str(sample_dir / "test" / "images"), "--out", str(tmp_path / "all"),
+                         "--no-progress")
+    assert code == 0 and len(list((tmp_path / "all").glob("*_mask.png"))) == 32
+
+
+@pytest.mark.parametrize("case", ["missing_weights", "corrupt_image", "empty_data", "unknown_split"])
+def test_user_errors_exit_2_with_a_clear_message(capsys, tmp_path, sample_dir, case):
+    if case == "missing_weights":
+        args = ["evaluate", "--weights", str(tmp_path / "no.pt"), "--data", str(sample_dir)]
+        expected = "weights file not found"
+    elif case == "corrupt_image":
+        bad = tmp_path / "bad.jpg"
+        bad.write_bytes(b"\xff\xd8\xff garbage")
+        args = ["predict", str(bad), "--out", str(tmp_path / "o")]
+        expected = "bad.jpg"
+    elif case == "empty_data":
+        (tmp_path / "d" / "images").mkdir(parents=True)
+        args = ["evaluate", "--data", str(tmp_path / "d")]
+        expected = "no images found"
+    else:
+        args = ["evaluate", "--data", str(sample_dir), "--split", "validation"]
+        expected = "no dataset layout found"
+    code, _, err = run_cli(capsys, *args, "--no-progress")
+    assert code == 2 and err.startswith("error: ") and expected in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -1,0 +1,174 @@
+"""EGE-UNet matches the official checkpoint format and computation; variants and the deploy view work."""
+
+from __future__ import annotations
+
+import copy
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from egeunet_deploy.model import DeployEGEUNet, create_model, list_models
+from egeunet_deploy.model.checkpoint import WeightsError, load_model
+from egeunet_deploy.model.ege_unet import fold_all_gates
+from egeunet_deploy.model.info import count_macs
+from egeunet_deploy.model.layers import GHPA
+
+REFERENCE_TSV = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official_state_dict_keys.tsv"
+
+
+def official_keys() -> dict[str, tuple[int, ...]]:
+    if not REFERENCE_TSV.is_file():
+        pytest.skip(f"{REFERENCE_TSV} not found")
+    rows = [line.rstrip("\n").split("\t") for line in REFERENCE_TSV.read_text().splitlines() if line[:1] != "#"]
+    return {k: tuple(int(d) for d in shape.split("x")) for k, shape in rows}
+
+
+def test_state_dict_matches_official_layout():
+    ref = official_keys()
+    net = create_model("egeunet")
+    mine = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    assert mine == ref
+    assert len(ref) == 314
+    assert sum(p.numel() for p in net.parameters()) == 53_374
+
+
+def test_macs_match_paper():
+    assert count_macs(create_model("egeunet")) == 72_096_256  # the paper's "0.072 GFLOPs"
+
+
+def _paper_ghpa_forward(self: GHPA, x: torch.Tensor) -> torch.Tensor:
+    """Algorithm 1 of the paper, literally: permute each group so the gate's axes come last, multiply, permute
+    back, and the channel LayerNorm with a division by sqrt. Our GHPA must compute the same function."""
+
+    def layer_norm(norm, t):
+        u = t.mean(1, keepdim=True)
+        s = (t - u).pow(2).mean(1, keepdim=True)
+        t = (t - u) / torch.sqrt(s + norm.eps)
+        return norm.weight[:, None, None] * t + norm.bias[:, None, None]
+
+    x = layer_norm(self.norm1, x)
+    x1, x2, x3, x4 = torch.chunk(x, 4, dim=1)
+    x1 = x1 * self.conv_xy(F.interpolate(self.params_xy, size=x1.shape[2:4], mode="bilinear", align_corners=True))
+    x2 = x2.permute(0, 3, 1, 2)
+    gate = F.interpolate(self.params_zx, size=x2.shape[2:4], mode="bilinear", align_corners=True).squeeze(0)
+    x2 = (x2 * self.conv_zx(gate).unsqueeze(0)).permute(0, 2, 3, 1)
+    x3 = x3.permute(0, 2, 1, 3)
+    gate = F.interpolate(self.params_zy, size=x3.shape[2:4], mode="bilinear", align_corners=True).squeeze(0)
+    x3 = (x3 * self.conv_zy(gate).unsqueeze(0)).permute(0, 2, 1, 3)
+    x4 = self.dw(x4)
+    return self.ldw(layer_norm(self.norm2, torch.cat([x1, x2, x3, x4], dim=1)))
+
+
+def _randomize(net: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial values everywhere (the official init sets the gates to ones, which would hide axis mix-ups)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if p.dim() == 1 else 0.0))
+
+
+def test_official_format_checkpoint_loads_strict_and_matches_paper_computation(tmp_path):
+    """A bare state_dict with the official keys loads strictly and gives the paper's computation, to 1e-5."""
+    src = create_model("egeunet")
+    _randomize(src)
+    bare = {k: v.clone() for k, v in src.state_dict().items()}
+    assert set(bare) == set(official_keys())
+    path = tmp_path / "official_best.pth"
+    torch.save(bare, path)
+
+    net, ckpt = load_model(path)
+    reference = create_model("egeunet").eval()
+    reference.load_state_dict(bare, strict=True)
+    for m in reference.modules():
+        if isinstance(m, GHPA):
+            m.forward = types.MethodType(_paper_ghpa_forward, m)
+    x = torch.rand(2, 3, 256, 256) * 255
+    with torch.no_grad():
+        ds, prob = net(x)
+        ds_ref, prob_ref = reference(x)
+    assert len(ds) == 5 and all(d.shape == (2, 1, 256, 256) for d in ds)
+    torch.testing.assert_close(prob, prob_ref, atol=1e-5, rtol=0)
+    for a, b in zip(ds, ds_ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # the gates really act along different axes: swapping the two 1-D gate params changes the output
+    with torch.no_grad():
+        block = net.encoder4[0]
+        block.params_zx.copy_(torch.randn_like(block.params_zx))
+        assert not torch.allclose(net(x)[1], prob, atol=1e-4)
+    assert ckpt["sha256"] and Path(ckpt["path"]).name == "official_best.pth"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_variant_trains_one_step(name):
+    torch.manual_seed(0)
+    net = create_model(name)
+    x = torch.rand(2, 3, 64, 64) * 255
+    ds, logits = net.forward_logits(x)
+    assert logits.shape == (2, 1, 64, 64)
+    assert len(ds) == (5 if net.gt_ds else 0)
+    out = net(x)
+    prob = out[1] if net.gt_ds else out
+    assert prob.shape == (2, 1, 64, 64) and float(prob.detach().min()) >= 0 and float(prob.detach().max()) <= 1
+    logits.mean().backward()
+    assert all(p.grad is not None for n, p in net.named_parameters() if not n.startswith("gt_conv"))
+
+
+def test_gt_ds_false_drops_mask_channel_and_heads():
+    net = create_model("egeunet", gt_ds=False)
+    keys = net.state_dict().keys()
+    assert not any(k.startswith("gt_conv") for k in keys)
+    assert net.GAB1.g0[1].in_channels == 4  # dim_low 8 -> group 4, no +1 for the mask
+
+
+def test_folded_gates_equal_unfolded_and_deploy_view_returns_probability_only(shipped):
+    net, _ = shipped
+    x = torch.rand(2, 3, 256, 256) * 255
+    with torch.no_grad():
+        reference = net(x)[1]
+        deploy = DeployEGEUNet(copy.deepcopy(net))
+        folded = deploy(x)
+        # folding again for another size changes the constants (they really are size-specific)
+        other = copy.deepcopy(net)
+        fold_all_gates(other, (512, 512))
+    assert folded.shape == (2, 1, 256, 256)
+    assert all(m.folded_gates is not None for m in deploy.net.modules() if isinstance(m, GHPA))
+    assert other.encoder4[0].folded_gates.shape[2:] == (64, 64)
+    assert net.encoder4[0].folded_gates is None  # the training model was not touched
+    torch.testing.assert_close(folded, reference, atol=1e-5, rtol=0)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    net = create_model("egeunet")
+    with pytest.raises(ValueError, match="divisible by 32.*256x224"):
+        net.forward_logits(torch.zeros(1, 3, 250, 200))
+    with pytest.raises(ValueError, match="N x 3 x H x W"):
+        net.forward_logits(torch.zeros(1, 1, 256, 256))
+
+
+def test_weights_from_another_architecture_name_the_keys(tmp_path):
+    other = create_model("egeunet", c_list=(8, 16, 24, 32, 48, 128))
+    path = tmp_path / "wide.pt"
+    torch.save(other.state_dict(), path)
+    with pytest.raises(WeightsError, match=r"shape mismatch: GAB5\.pre_project\.weight: file \(48, 128, 1, 1\) vs model \(48, 64, 1, 1\)"):
+        load_model(path)
+    nods = tmp_path / "nods.pt"
+    torch.save(create_model("egeunet_nods").state_dict(), nods)
+    with pytest.raises(WeightsError, match=r"missing keys: .*gt_conv1\.0\.bias"):
+        load_model(nods)
+
+
+def test_missing_and_corrupt_weights_files(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        load_model(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(WeightsError, match="not a readable PyTorch weights file"):
+        load_model(bad)
+
+
+def test_unknown_variant_lists_known_ones():
+    with pytest.raises(ValueError, match="known: egeunet"):
+        create_model("egeunet_xl")

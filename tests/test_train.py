@@ -1,0 +1,182 @@
+"""The trainer: the paper's loss, exact resume after SIGKILL, Ctrl-C, atomic checkpoints, DDP on 2 CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from egeunet_deploy.model import DS_WEIGHTS, create_model
+from egeunet_deploy.model.augment import augment_batch
+from egeunet_deploy.model.train import bce_dice, recipe_loss
+
+EGEUNET = [sys.executable, "-m", "egeunet_deploy"]
+
+
+def official_bce_dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """utils.BceDiceLoss of the official code, on probabilities."""
+    n = prob.shape[0]
+    p, t = prob.view(n, -1), target.view(n, -1)
+    bce = torch.nn.BCELoss()(p, t)
+    dice = 1 - ((2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).sum() / n
+    return bce + dice
+
+
+def test_loss_equals_official_gt_bce_dice():
+    torch.manual_seed(0)
+    net = create_model("egeunet")
+    with torch.no_grad():  # keep the sigmoid unsaturated: there the official BCELoss clamps log() at -100 and
+        for name, p in net.named_parameters():  # stops the gradient, which the logits form deliberately does not
+            if name.startswith(("final", "gt_conv")) and p.dim() > 1:
+                p.mul_(0.01)
+    x = torch.rand(2, 3, 64, 64) * 255
+    y = (torch.rand(2, 1, 64, 64) > 0.7).float()
+    ds_logits, logits = net.forward_logits(x)
+    ds_probs, prob = net(x)
+    official = official_bce_dice(prob, y) + sum(
+        w * official_bce_dice(p, y) for w, p in zip((0.1, 0.2, 0.3, 0.4, 0.5), ds_probs, strict=True))
+    torch.testing.assert_close(recipe_loss(ds_logits, logits, y), official, atol=1e-5, rtol=1e-5)
+    assert DS_WEIGHTS == (1.0, 0.5, 0.4, 0.3, 0.2, 0.1)
+    torch.testing.assert_close(bce_dice(logits, y), official_bce_dice(prob, y), atol=1e-6, rtol=1e-6)
+
+
+def test_augmentation_draws_per_sample_and_keeps_pairs_aligned():
+    images = torch.zeros(16, 64, 64, 3, dtype=torch.uint8)
+    images[:, 8:24, 8:40] = 200  # an off-centre bright block
+    masks = (images[..., 0] > 0).to(torch.uint8)
+    x, y = augment_batch(images, masks, torch.Generator().manual_seed(0))
+    assert x.shape == (16, 3, 64, 64) and y.shape == (16, 1, 64, 64)
+    bright = (x[:, 0] > 127).float()
+    assert torch.equal(bright, y[:, 0])  # image and mask move together (nearest sampling)
+    positions = {tuple(torch.nonzero(y[i, 0]).float().mean(0).round().tolist()) for i in range(16)}
+    assert len(positions) > 4  # different flips / angles per sample, not one angle per run
+
+
+def _tiny_dataset(sample_dir: Path, root: Path) -> Path:
+    for split, n in (("train", 8), ("val", 4)):
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True)
+        for img in sorted((sample_dir / "train" / "images").iterdir())[:n]:
+            shutil.copy(img, root / split / "images")
+            shutil.copy(sample_dir / "train" / "masks" / f"{img.stem}_segmentation.jpg", root / split / "masks")
+    return root
+
+
+def _train_cmd(data: Path, out: Path, epochs: int) -> list[str]:
+    return [*EGEUNET, "train", "--data", str(data), "--out", str(out), "--epochs", str(epochs), "--batch-size", "4",
+            "--threads", "1", "--no-progress"]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, sample_dir):
+    return _tiny_dataset(sample_dir, tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    subprocess.run(_train_cmd(tiny, out, 3), check=True, env=_env(), capture_output=True, text=True)
+    return out
+
+
+def test_run_writes_checkpoints_logs_and_curves(uninterrupted):
+    for name in ("last.pt", "best.pt", "log.json", "log.csv", "curves.png", "config.json"):
+        assert (uninterrupted / name).is_file(), name
+    log = json.loads((uninterrupted / "log.json").read_text())
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert log[0]["lr"] == pytest.approx(1e-3) and log[1]["lr"] < log[0]["lr"]  # cosine schedule steps per epoch
+    assert not list(uninterrupted.glob(".*.tmp"))
+
+
+def test_resume_after_sigkill_mid_epoch_is_exact(tiny, uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(tiny, out, 3), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "log.json").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = json.loads((out / "log.json").read_text())
+    assert done and done[-1]["epoch"] < 3, "the kill must land before the run ends"
+    torch.load(out / "last.pt", weights_only=True)  # the checkpoint survived the kill intact
+
+    resumed = subprocess.run([*EGEUNET, "train", "--resume", str(out), "--threads", "1", "--no-progress"],
+                             env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {out} at epoch {done[-1]['epoch'] + 1}" in resumed.stdout
+    a = torch.load(uninterrupted / "last.pt", weights_only=True)
+    b = torch.load(out / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    assert [r["val_dsc"] for r in a["history"]] == [r["val_dsc"] for r in b["history"]]
+
+
+def test_sigterm_is_handled_like_ctrl_c(tiny, tmp_path):
+    out = tmp_path / "term"
+    proc = subprocess.Popen(_train_cmd(tiny, out, 50), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "log.json").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert f"egeunet train --resume {out}" in stdout
+    torch.load(out / "last.pt", weights_only=True)
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tiny, uninterrupted, tmp_path):
+    again = subprocess.run(_train_cmd(tiny, uninterrupted, 3), env=_env(), capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    nothing = subprocess.run([*EGEUNET, "train", "--resume", str(tmp_path / "none")], env=_env(),
+                             capture_output=True, text=True)
+    assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes(tiny, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "egeunet_deploy", "train", "--data", str(tiny), "--out", str(out),
+           "--epochs", "2", "--batch-size", "2", "--threads", "1", "--no-progress"]
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 process(es) x 1 thread(s)" in result.stdout
+    assert "DDP: 2 replicas in sync" in result.stdout
+    log = json.loads((out / "log.json").read_text())
+    assert [r["epoch"] for r in log] == [1, 2]
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["state_dict"])  # loadable by a single process
+
+
+def test_training_moves_the_weights_and_learns(uninterrupted):
+    log = json.loads((uninterrupted / "log.json").read_text())
+    assert log[-1]["loss"] < log[0]["loss"]
+    state = torch.load(uninterrupted / "last.pt", weights_only=True)
+    torch.manual_seed(42)  # the trainer's seed: this is the run's initialisation
+    init = create_model("egeunet").state_dict()
+    moved = [k for k, v in state["state_dict"].items() if not torch.equal(v, init[k])]
+    assert len(moved) == len(init)
