@@ -15,7 +15,7 @@ from . import __version__
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, PermissionError,
                                                 NotADirectoryError, IsADirectoryError)
-COMMAND_MODULES = ("cmd_model", "cmd_export", "cmd_runtimes")
+COMMAND_MODULES = ("cmd_model", "cmd_export", "cmd_runtimes", "cmd_golden")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -74,7 +74,8 @@ def bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def recipe_loss(ds_logits: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Eq. (2): weighted BceDice over the output and the deep-supervision maps (coarse-to-fine list)."""
     loss = DS_WEIGHTS[0] * bce_dice(logits, target)
-    for weight, ds in zip(DS_WEIGHTS[1 : len(ds_logits) + 1], reversed(ds_logits), strict=True):  # finest map gets 0.5 ... coarsest 0.1
+    # the finest map gets 0.5 ... the coarsest 0.1
+    for weight, ds in zip(DS_WEIGHTS[1 : len(ds_logits) + 1], reversed(ds_logits), strict=True):
         loss = loss + weight * bce_dice(upsample_to(ds, target.shape[2:]), target)
     return loss
 

@@ -152,7 +152,8 @@ def test_weights_from_another_architecture_name_the_keys(tmp_path):
     other = create_model("egeunet", c_list=(8, 16, 24, 32, 48, 128))
     path = tmp_path / "wide.pt"
     torch.save(other.state_dict(), path)
-    with pytest.raises(WeightsError, match=r"shape mismatch: GAB5\.pre_project\.weight: file \(48, 128, 1, 1\) vs model \(48, 64, 1, 1\)"):
+    expected = r"shape mismatch: GAB5\.pre_project\.weight: file \(48, 128, 1, 1\) vs model \(48, 64, 1, 1\)"
+    with pytest.raises(WeightsError, match=expected):
         load_model(path)
     nods = tmp_path / "nods.pt"
     torch.save(create_model("egeunet_nods").state_dict(), nods)

@@ -1,0 +1,6 @@
+// STUB for type-checking only (android_demo/stubs/README.md): signatures copied from the public API, bodies throw.
+package android.net;
+
+public abstract class Uri implements android.os.Parcelable, Comparable<Uri> {
+    public abstract String toString();
+}

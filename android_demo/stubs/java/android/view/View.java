@@ -1,0 +1,14 @@
+// STUB for type-checking only (android_demo/stubs/README.md): signatures copied from the public API, bodies throw.
+package android.view;
+
+public class View {
+    public interface OnClickListener {
+        void onClick(View v);
+    }
+
+    public void setOnClickListener(OnClickListener l) { throw new RuntimeException("Stub!"); }
+
+    public boolean isEnabled() { throw new RuntimeException("Stub!"); }
+
+    public void setEnabled(boolean enabled) { throw new RuntimeException("Stub!"); }
+}

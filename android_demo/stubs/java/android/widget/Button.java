@@ -1,0 +1,5 @@
+// STUB for type-checking only (android_demo/stubs/README.md): signatures copied from the public API, bodies throw.
+package android.widget;
+
+public class Button extends TextView {
+}

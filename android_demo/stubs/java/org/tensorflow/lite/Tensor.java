@@ -1,0 +1,16 @@
+// STUB for type-checking only (android_demo/stubs/README.md): signatures copied from the public API, bodies throw.
+package org.tensorflow.lite;
+
+public interface Tensor {
+    DataType dataType();
+
+    int numDimensions();
+
+    int numBytes();
+
+    int numElements();
+
+    int[] shape();
+
+    String name();
+}
