@@ -74,7 +74,8 @@ class GHPA(nn.Module):
             nn.Conv2d(dim_in, dim_in, 3, padding=1, groups=dim_in), nn.GELU(), nn.Conv2d(dim_in, dim_out, 1)
         )
         # Gates folded for a fixed (H, W) by fold_gates(); None while the block is trainable.
-        self.register_buffer("folded_gates", None, persistent=False)
+        for name in ("gate_xy", "gate_zx", "gate_zy"):
+            self.register_buffer(name, None, persistent=False)
 
     def gates(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The three Hadamard gates for a feature map of (height, width), each broadcastable to (1, C/4, H, W).
@@ -94,29 +95,29 @@ class GHPA(nn.Module):
 
     @torch.no_grad()
     def fold_gates(self, height: int, width: int) -> None:
-        """Compute the input-independent gates once and keep them as one constant (deployment only).
+        """Compute the input-independent gates once and keep them as constants (deployment only).
 
-        The three gates are expanded to (1, 3C/4, H, W) so that the folded block does a single multiply.
+        They stay three factors, (1, C/4, H, W), (1, C/4, H, 1) and (1, C/4, 1, W), rather than one expanded
+        tensor: the two axis gates broadcast, so an artifact stores H + W values per channel for them, not H x W.
         """
-        gates = [g.expand(1, -1, height, width) for g in self.gates(height, width)]
-        self.folded_gates = torch.cat(gates, dim=1).contiguous()
+        self.gate_xy, self.gate_zx, self.gate_zy = (g.contiguous() for g in self.gates(height, width))
+
+    @property
+    def folded_gates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        return None if self.gate_xy is None else (self.gate_xy, self.gate_zx, self.gate_zy)
 
     def unfold_gates(self) -> None:
-        self.folded_gates = None
+        self.gate_xy = self.gate_zx = self.gate_zy = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm1(x)
         group = x.shape[1] // 4
-        gated, x4 = x[:, : 3 * group], x[:, 3 * group :]
         height, width = x.shape[2], x.shape[3]
-        folded = self.folded_gates
-        if folded is not None and folded.shape[2:] == (height, width):
-            gated = gated * folded
-        else:
-            g_xy, g_zx, g_zy = self.gates(height, width)
-            x1, x2, x3 = gated.split(group, dim=1)
-            gated = torch.cat([x1 * g_xy, x2 * g_zx, x3 * g_zy], dim=1)
-        x = torch.cat([gated, self.dw(x4)], dim=1)
+        gates = self.folded_gates
+        if gates is None or gates[0].shape[2:] != (height, width):
+            gates = self.gates(height, width)
+        x1, x2, x3, x4 = x.split(group, dim=1)
+        x = torch.cat([x1 * gates[0], x2 * gates[1], x3 * gates[2], self.dw(x4)], dim=1)
         return self.ldw(self.norm2(x))
 
 
