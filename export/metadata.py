@@ -14,6 +14,8 @@ cannot go unnoticed, and ``manifest.json`` beside the artifacts lists every file
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
+import hashlib
 import io
 import json
 import subprocess
@@ -22,6 +24,7 @@ from importlib import metadata as _pkg
 from pathlib import Path
 
 from egeunet_deploy import __version__
+from egeunet_deploy.model.checkpoint import atomic_write_bytes, sha256_file
 from egeunet_deploy.model.contract import CONTRACT
 
 METADATA_KEY = "egeunet_deploy"
@@ -152,3 +155,93 @@ def read_metadata(path: Path | str) -> dict:
         raise
     except (json.JSONDecodeError, OSError, ValueError) as e:
         raise MetadataError(f"{path}: metadata unreadable ({e})") from None
+
+
+# --- writers for the formats whose container has a native slot ------------------------------------------------
+
+
+def set_onnx_metadata(model, meta: dict) -> None:
+    """Put the record into ``model.metadata_props`` (replacing an older one) and a one-line ``doc_string``."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, dumps(meta)
+    model.doc_string = describe(meta)
+
+
+def set_coreml_metadata(mlmodel, meta: dict) -> None:
+    """``user_defined_metadata`` holds the record; the human-readable fields say what the I/O are."""
+    mlmodel.user_defined_metadata[METADATA_KEY] = dumps(meta)
+    mlmodel.short_description = describe(meta)
+    mlmodel.version = meta.get("model_version", MODEL_VERSION)
+    mlmodel.license = "Apache-2.0 (code); weights trained on ISIC 2017 (research use)"
+    mlmodel.author = "egeunet-deploy"
+    inp, out = meta["input"], meta["output"]
+    mlmodel.input_description[inp["name"]] = (
+        f"{inp['dtype']} RGB image {inp['shape']} ({inp['layout']})"
+        + (", fed as is: preprocessing is inside the model" if meta["preprocessing_in_graph"]
+           else ", already min-max normalised per the contract"))
+    mlmodel.output_description[out["name"]] = (f"lesion probability {out['shape']}; lesion where >= "
+                                               f"{meta['threshold']}")
+
+
+def describe(meta: dict) -> str:
+    inp = meta["input"]
+    pre = "uint8 image in, preprocessing in graph" if meta["preprocessing_in_graph"] else "normalised float in"
+    return (f"EGE-UNet skin-lesion segmentation ({meta['model_version']}), {meta['format']} {meta['precision']}, "
+            f"{pre}, input {inp['name']} {inp['shape']} {inp['layout']}, output lesion probability")
+
+
+# --- manifest.json beside the artifacts ---------------------------------------------------------------------------
+
+MANIFEST_NAME = "manifest.json"
+
+
+def artifact_digest(path: Path | str) -> tuple[str, int]:
+    """(sha256, size in bytes) of a file, or of a folder artifact (``.mlpackage``): the hash then covers every
+    file's relative path and content in sorted order, so it changes when anything inside changes."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path), path.stat().st_size
+    h, size = hashlib.sha256(), 0
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        h.update(rel.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        size += f.stat().st_size
+    return h.hexdigest(), size
+
+
+def update_manifest(out_dir: Path | str, artifact: Path | str, meta: dict) -> dict:
+    """Add or replace ``artifact``'s entry in ``out_dir/manifest.json`` (locked, written atomically) and drop
+    entries whose file no longer exists. Returns the entry."""
+    out_dir, artifact = Path(out_dir), Path(artifact)
+    sha, size = artifact_digest(artifact)
+    entry = {"file": artifact.name, "sha256": sha, "size_bytes": size, "target": meta["format"],
+             "precision": meta["precision"], "preprocessing_in_graph": meta["preprocessing_in_graph"],
+             "input": meta["input"], "output": meta["output"], "weights_sha256": meta["weights_sha256"],
+             "calibration_sha256": meta.get("calibration_sha256"), "created_utc": meta["created_utc"]}
+    path = out_dir / MANIFEST_NAME
+    with open(out_dir / f".{MANIFEST_NAME}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest(out_dir)
+        artifacts = {k: v for k, v in manifest.get("artifacts", {}).items() if (out_dir / k).exists()}
+        artifacts[artifact.name] = entry
+        manifest = {"schema": 1, "toolkit": "egeunet-deploy", "toolkit_version": __version__,
+                    "contract_sha256": CONTRACT.fingerprint(), "artifacts": dict(sorted(artifacts.items()))}
+        atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
+    return entry
+
+
+def read_manifest(out_dir: Path | str) -> dict:
+    """The manifest of an export folder; an empty one when there is none yet (a damaged one is an error)."""
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError) as e:
+        raise MetadataError(f"{path}: unreadable manifest ({e}); delete it and export again") from None

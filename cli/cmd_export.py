@@ -1,0 +1,93 @@
+"""Sub-commands of the export part: ``export`` (one target or all) and ``calibrate`` (the int8 calibration set).
+
+The CLI mirrors the API: ``egeunet export --target tflite --precision int8`` calls the same
+``egeunet_deploy.export.export(...)`` a Python user calls. Target and precision are validated there (not with
+argparse ``choices``) so that a typo gets the same close-match hint from both.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DEFAULT_OUT = Path("out/export")
+
+
+def register(sub) -> None:
+    """Add the export sub-commands to the ``egeunet`` parser."""
+    p = sub.add_parser("export", help="export ONNX / TFLite / Core ML artifacts (fp32, fp16, int8) with metadata")
+    p.set_defaults(handler=cmd_export)
+    p.add_argument("--weights", type=Path, default=None,
+                   help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights")
+    p.add_argument("--target", default=None, metavar="TARGET",
+                   help="onnx, tflite, coreml, all, or a comma-separated list (several: a table, failures isolated)")
+    p.add_argument("--precision", default=None, metavar="PRECISION",
+                   help="fp32, fp16, int8 or int8w (Core ML weight-only), or a comma-separated list; default fp32 "
+                        "for one target, every precision each target has with several")
+    p.add_argument("--calib", type=Path, default=None, metavar="CALIB",
+                   help="calibration set from `egeunet calibrate` (int8); default: built from the bundled sample")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output folder (default {DEFAULT_OUT})")
+    p.add_argument("--raw", action="store_true",
+                   help="bare network: float input already min-max normalised (0..255), NCHW unless --nhwc")
+    p.add_argument("--nhwc", action="store_true", help="NHWC input/output (the default for TFLite and Core ML)")
+    p.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis (ONNX)")
+    p.add_argument("--list", action="store_true", help="print the format table and exit")
+
+    p = sub.add_parser("calibrate", help="build the int8 calibration set from real training images")
+    p.set_defaults(handler=cmd_calibrate)
+    p.add_argument("--data", type=Path, required=True, help="dataset root (official, ISIC or flat layout)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--num", type=int, default=200, help="number of images (default 200; all if fewer exist)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, metavar="CALIB", help="output file (.npz)")
+    p.add_argument("--force", action="store_true", help="allow the test split (leaks test data into int8 ranges)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_export(args) -> int:
+    from egeunet_deploy.export import export, export_all, export_formats
+
+    if args.list:
+        for row in export_formats():
+            state = "available" if row["available"] else f"unavailable: {row['reason']}"
+            extra = "; ".join(f"{k} needs {v}" for k, v in row["os_only"].items())
+            print(f"{row['target']:7s} {row['suffix']:11s} {','.join(row['precisions']):22s} "
+                  f"options {','.join(row['options']) or '-':24s} {state}{'; ' + extra if extra else ''}")
+        return 0
+    if args.target is None:
+        raise ValueError("export needs --target onnx, tflite, coreml or all (see --list)")
+    targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()] if args.precision else None
+    if "all" in targets or len(targets) > 1 or (precisions and len(precisions) > 1):
+        if args.raw or args.nhwc or args.dynamic_batch:
+            raise ValueError("--raw, --nhwc and --dynamic-batch apply to one artifact; use them with one --target "
+                             "and one --precision")
+        results = export_all(weights=args.weights, out_dir=args.out, calib=args.calib,
+                             targets=None if "all" in targets else targets, precisions=precisions)
+        failed = [r for r in results if r.status == "failed"]
+        return 1 if failed else 0
+    path = export(targets[0], precisions[0] if precisions else "fp32", weights=args.weights, out_dir=args.out,
+                  calib=args.calib, raw=args.raw, nhwc=args.nhwc, dynamic_batch=args.dynamic_batch)
+    from egeunet_deploy.export.metadata import artifact_digest
+
+    sha, size = artifact_digest(path)
+    print(f"wrote {path} ({size / 1024:.1f} KB, sha256 {sha[:12]}...); manifest: {path.parent / 'manifest.json'}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from egeunet_deploy.calibration import build_calibration_set, calibration_sha256, load_calibration_set
+
+    path = build_calibration_set(args.data, args.out, split=args.split, num=args.num, seed=args.seed,
+                                 force=args.force, progress=not args.no_progress)
+    images, manifest = load_calibration_set(path)
+    cov, samp = manifest["coverage"], manifest["sampling"]
+    print(f"wrote {path}: {len(images)} contract images (uint8 {images.shape[1]}x{images.shape[2]}) from "
+          f"{manifest['source']['data']} [{manifest['source']['split']}], {samp['strategy']}, seed {samp['seed']}; "
+          f"sha256 {calibration_sha256(path)[:12]}...")
+    if "lesion_fraction_quantiles" in cov:
+        print("lesion area fraction quantiles: " + json.dumps(cov["lesion_fraction_quantiles"]))
+    if samp["num"] < samp["num_requested"]:
+        print(f"note: {samp['num_requested']} requested, the split has {manifest['source']['available']}: took all")
+    return 0

@@ -1,0 +1,155 @@
+"""Sub-commands of the runtimes part: doctor, drift, bench, deploy. Each is a thin call into egeunet_deploy.runtimes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    """Add the runtime sub-commands to the ``egeunet`` parser."""
+    p = sub.add_parser("doctor", help="list every runtime backend, available or not and why, with versions")
+    p.set_defaults(handler=cmd_doctor)
+    p.add_argument("--json", action="store_true", help="print JSON only")
+
+    p = sub.add_parser("drift", help="accuracy drift of exported artifacts vs the PyTorch model (gates CI)")
+    p.set_defaults(handler=cmd_drift)
+    p.add_argument("--artifacts", type=Path, required=True, metavar="DIR_OR_FILE",
+                   help="folder of exported artifacts (or one artifact)")
+    p.add_argument("--data", type=Path, required=True, help="dataset root (official, ISIC or flat layout)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", type=Path, default=None, metavar="REPORT_DIR",
+                   help="where drift.json, report.html and figures go (default: <artifacts>/drift)")
+    p.add_argument("--tolerance", type=Path, default=None, metavar="FILE",
+                   help="YAML/JSON tolerances merged over the defaults (runtimes/tolerances.yaml)")
+    p.add_argument("--weights", type=Path, default=None, help="reference weights (default: the shipped weights)")
+    p.add_argument("--threads", type=int, default=None, help="threads per runtime (default: the runtime's own)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA where a backend has it, else CPU")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
+    p.add_argument("--strict", action="store_true", help="also fail when an artifact had to be skipped")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("bench", help="latency of artifacts on this host (CPU/CUDA) or on a phone over adb")
+    p.set_defaults(handler=cmd_bench)
+    p.add_argument("--artifact", type=Path, action="append", required=True, metavar="FILE",
+                   help="artifact or PyTorch weights; repeat to compare (timed interleaved in one process)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "android"),
+                   help="auto: CUDA where present, else CPU (says which)")
+    p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--e2e-runs", type=int, default=None, help="end-to-end runs (default: min(runs, 20))")
+    p.add_argument("--image", type=Path, default=None, help="photo for the end-to-end timing (default: a sample)")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                   help="comparison plot (default with several artifacts: beside --json, else ./bench.png)")
+    g = p.add_argument_group("android (--device android)")
+    g.add_argument("--serial", default=None, help="adb serial when several devices are attached")
+    g.add_argument("--benchmark-binary", type=Path, default=None, metavar="PATH",
+                   help="TFLite benchmark_model for the phone's ABI (pushed to /data/local/tmp)")
+    g.add_argument("--use-gpu", action="store_true", help="benchmark_model --use_gpu=true")
+    g.add_argument("--use-nnapi", action="store_true", help="benchmark_model --use_nnapi=true")
+    g.add_argument("--adb", default=None, help="adb executable (default: $ADB or adb on PATH)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("deploy", help="calibrate, export every target, drift report, latency: one HTML page")
+    p.set_defaults(handler=cmd_deploy)
+    p.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset root with train (calibration) and test (drift) splits; default: the bundled sample")
+    p.add_argument("--out", type=Path, default=Path("deploy"), help="output folder (default: ./deploy)")
+    p.add_argument("--split", default="test", help="split for the drift report")
+    p.add_argument("--targets", default=None, help="comma-separated export targets (default: all this OS supports)")
+    p.add_argument("--threads", default="1,2", help="thread counts for the latency bench")
+    p.add_argument("--runs", type=int, default=None, help="timed runs per artifact (default: small on small hosts)")
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--tolerance", type=Path, default=None, metavar="FILE")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_doctor(args) -> int:
+    from egeunet_deploy.runtimes import doctor
+
+    rows = doctor()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        mark = "ok " if r["available"] else "-- "
+        print(f"{mark} {r['backend']:12} {r['version'] or 'not installed':14} {', '.join(r['suffixes']):20} "
+              f"{'' if r['available'] else r['reason']}")
+        for name, acc in r["accelerators"].items():
+            state = "present" if acc["present"] else "absent"
+            print(f"      {name}: {state} ({acc['detail']})")
+    return 0
+
+
+def cmd_drift(args) -> int:
+    from egeunet_deploy.runtimes.drift import run_drift, summary_lines
+
+    out = args.out or (args.artifacts if args.artifacts.is_dir() else args.artifacts.parent) / "drift"
+    report = run_drift(args.artifacts, args.data, split=args.split, out=out, tolerance=args.tolerance,
+                       weights=args.weights, threads=args.threads, device=args.device, limit=args.limit,
+                       progress=not args.no_progress)
+    print("\n".join(summary_lines(report)))
+    print(f"report: {out / 'report.html'}  json: {out / 'drift.json'}")
+    skipped = report["summary"]["skipped"]
+    if not report["passed"]:
+        print("drift: FAILED (see the reasons above)", file=sys.stderr)
+        return 1
+    if skipped and args.strict:
+        print(f"drift: {skipped} artifact(s) skipped and --strict is set", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from egeunet_deploy.model.checkpoint import atomic_write_bytes
+    from egeunet_deploy.runtimes import bench as b
+
+    threads = b.parse_threads(args.threads)
+    if args.device == "android":
+        from egeunet_deploy.runtimes.android import bench_android
+
+        records = bench_android(args.artifact, threads=threads, runs=args.runs, warmup=args.warmup,
+                                serial=args.serial, benchmark_binary=args.benchmark_binary, use_gpu=args.use_gpu,
+                                use_nnapi=args.use_nnapi, adb=args.adb, progress=not args.no_progress)
+        phone = records[0]["phone"]
+        print(f"phone: {phone['manufacturer']} {phone['model']} ({phone['soc']}, {phone['abi']}, Android "
+              f"{phone['android_version']}), serial {phone['serial']}")
+    else:
+        if args.use_gpu or args.use_nnapi or args.benchmark_binary or args.serial:
+            raise ValueError("--serial/--benchmark-binary/--use-gpu/--use-nnapi need --device android")
+        for line in b.accelerator_notes(args.artifact):
+            print(line)
+        records = b.bench_host(args.artifact, threads=threads, runs=args.runs, warmup=args.warmup,
+                               device=args.device, e2e_runs=args.e2e_runs, image=args.image,
+                               progress=not args.no_progress)
+    print("\n".join(b.summary_lines(records)))
+    for line in b.ratio_lines(records):
+        print(line)
+    if args.json:
+        payload = records[0] if len(records) == 1 else records
+        atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
+        print(f"json: {args.json}")
+    measured = [r for r in records if r["results"]]
+    if len(records) > 1 and measured:
+        from egeunet_deploy.runtimes.report import bench_figure
+
+        plot = args.plot or (args.json.with_suffix(".png") if args.json else Path("bench.png"))
+        bench_figure(measured, plot)
+        print(f"plot: {plot}")
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def cmd_deploy(args) -> int:
+    from egeunet_deploy.runtimes.bench import parse_threads
+    from egeunet_deploy.runtimes.deploy import deploy
+
+    result = deploy(weights=args.weights, data=args.data, out=args.out, split=args.split,
+                    targets=[t for t in args.targets.split(",") if t] if args.targets else None,
+                    threads=parse_threads(args.threads), runs=args.runs, warmup=args.warmup,
+                    tolerance=args.tolerance, progress=not args.no_progress)
+    return 0 if result["passed"] else 1

@@ -1,0 +1,113 @@
+"""``egeunet bench`` on this host: real artifacts, the JSON schema, interleaved comparison with a plot, CUDA said
+plainly absent (or used when present), clear errors. Timings are not asserted (noisy machine); their shape is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from egeunet_deploy.main import main
+from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS
+from egeunet_deploy.runtimes.bench import bench_host, latency_stats, parse_threads
+
+
+def exported(tmp_path_factory, target: str, precision: str = "fp32") -> Path:
+    """Real export, shared by the runtime test modules through the session's base temp folder."""
+    from egeunet_deploy.export import export
+
+    cache = tmp_path_factory.getbasetemp() / "runtimes_artifacts"
+    suffix = {"onnx": ".onnx", "tflite": ".tflite"}[target]
+    found = sorted(cache.glob(f"*{precision}*{suffix}")) if cache.is_dir() else []
+    return found[0] if found else export(target, precision, out_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32(tmp_path_factory) -> Path:
+    return exported(tmp_path_factory, "onnx")
+
+
+@pytest.fixture(scope="module")
+def tflite_fp32(tmp_path_factory) -> Path:
+    return exported(tmp_path_factory, "tflite")
+
+
+def test_parse_threads():
+    assert parse_threads("1,2,4") == [1, 2, 4]
+    assert parse_threads(" 2 ") == [2]
+    for bad in ("0", "1,1", "a", "", "-2"):
+        with pytest.raises(ValueError, match="--threads"):
+            parse_threads(bad)
+
+
+def test_latency_stats_order():
+    samples = np.random.default_rng(0).gamma(4.0, 3.0, 500)
+    s = latency_stats(samples)
+    assert s["min"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"] and s["n"] == 500
+    assert s["p50"] == pytest.approx(float(np.median(samples)))
+    assert s["mean"] == pytest.approx(float(samples.mean()))
+    assert latency_stats([])["p50"] is None
+
+
+def test_cli_single_artifact_json(onnx_fp32, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--artifact", str(onnx_fp32), "--threads", "1,2", "--runs", "6", "--warmup", "1",
+               "--e2e-runs", "3", "--json", str(out), "--no-progress"])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert isinstance(data, dict)  # one artifact -> one object
+    assert data["artifact"] == str(onnx_fp32) and data["device"] in ("cpu", "cuda")
+    assert data["size_bytes"] == onnx_fp32.stat().st_size
+    assert [r["threads"] for r in data["results"]] == [1, 2]
+    for r in data["results"]:
+        lat = r["latency_ms"]
+        assert set(lat) >= {"p50", "p90", "p99", "mean"} and lat["n"] == 6
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert r["throughput_ips"] == pytest.approx(1000.0 / lat["mean"])
+        assert r["init_ms"] > 0 and r["first_inference_ms"] > 0 and r["peak_rss_mb"] > 0
+        e2e = r["e2e_ms"]
+        assert e2e["n"] == 3 and all(v > 0 for v in e2e["breakdown_mean"].values())
+        assert sum(e2e["breakdown_mean"].values()) == pytest.approx(e2e["mean"], rel=1e-6)
+    assert data["runtime"]["backend"] == "onnxruntime" and data["host"]["cpu_count"] >= 1
+    text = capsys.readouterr().out
+    assert "p50" in text and onnx_fp32.name in text
+    if not torch.cuda.is_available():
+        assert "cuda: absent" in text  # a CPU-only run says so plainly
+
+
+def test_several_artifacts_interleaved_list_and_plot(onnx_fp32, tflite_fp32, tmp_path):
+    out = tmp_path / "cmp.json"
+    rc = main(["bench", "--artifact", str(onnx_fp32), "--artifact", str(tflite_fp32), "--artifact",
+               str(DEFAULT_WEIGHTS), "--runs", "4", "--warmup", "1", "--e2e-runs", "2", "--json", str(out),
+               "--no-progress"])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert isinstance(data, list) and [Path(d["artifact"]).name for d in data] == [
+        onnx_fp32.name, tflite_fp32.name, DEFAULT_WEIGHTS.name]
+    assert [d["runtime"]["backend"] for d in data] == ["onnxruntime", "litert", "torch"]
+    assert all(d["results"][0]["latency_ms"]["n"] == 4 for d in data)
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cuda_requested(onnx_fp32):
+    (rec,) = bench_host([onnx_fp32], runs=2, warmup=0, e2e_runs=1, device="cuda", progress=False)
+    ok = "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()
+    if ok:
+        assert rec["status"] == "ok" and rec["device"] == "cuda"
+    else:
+        assert rec["status"] == "skipped" and "CUDAExecutionProvider requested but absent" in rec["reason"]
+
+
+def test_cli_errors(onnx_fp32, tmp_path, capsys):
+    assert main(["bench", "--artifact", str(tmp_path / "absent.onnx"), "--no-progress"]) == 2
+    assert "artifact not found" in capsys.readouterr().err
+    odd = tmp_path / "model.engine"
+    odd.write_bytes(b"x")
+    assert main(["bench", "--artifact", str(odd), "--no-progress"]) == 2
+    assert "no runtime for '.engine'" in capsys.readouterr().err
+    assert main(["bench", "--artifact", str(onnx_fp32), "--use-gpu", "--no-progress"]) == 2
+    assert "--device android" in capsys.readouterr().err
+    assert main(["bench", "--artifact", str(onnx_fp32), "--threads", "0", "--no-progress"]) == 2
