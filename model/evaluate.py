@@ -11,15 +11,20 @@ from PIL import Image
 from .checkpoint import load_model
 from .contract import binarize, to_model_input
 from .data import LoadedSet, load_split
-from .ege_unet import EGEUNet
+from .ege_unet import DeployEGEUNet, EGEUNet
 from .metrics import SegmentationScores
 
 
 @torch.no_grad()
-def predict_probs(net: EGEUNet, images_nhwc: np.ndarray, batch_size: int = 16, progress: bool = False,
-                  desc: str = "predict") -> np.ndarray:
-    """Contract uint8 images (N, H, W, 3) -> probabilities (N, H, W) float32 from the PyTorch model."""
+def predict_probs(net: EGEUNet | DeployEGEUNet, images_nhwc: np.ndarray, batch_size: int = 16,
+                  progress: bool = False, desc: str = "predict") -> np.ndarray:
+    """Contract uint8 images (N, H, W, 3) -> probabilities (N, H, W) float32 from the PyTorch model.
+
+    Pass a :class:`DeployEGEUNet` (gates folded, 1.8x faster here) when the weights will not change meanwhile;
+    a plain :class:`EGEUNet` is never modified, so the trainer can call this between steps.
+    """
     net.eval()
+    forward = net if isinstance(net, DeployEGEUNet) else (lambda x: torch.sigmoid(net.forward_logits(x)[1]))
     out = np.empty(images_nhwc.shape[:3], dtype=np.float32)
     steps = range(0, len(images_nhwc), batch_size)
     if progress:
@@ -28,7 +33,7 @@ def predict_probs(net: EGEUNet, images_nhwc: np.ndarray, batch_size: int = 16, p
         steps = tqdm(steps, desc=desc, unit="batch", leave=False)
     for i in steps:
         x = to_model_input(images_nhwc[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
-        out[i : i + batch_size] = torch.sigmoid(net.forward_logits(x)[1])[:, 0].numpy()
+        out[i : i + batch_size] = forward(x)[:, 0].numpy()
     return out
 
 
@@ -59,7 +64,7 @@ def evaluate(weights: Path | str | None, data_root: Path | str, split: str = "te
     data = load_split(data_root, split, skip_bad=skip_bad, keep_native=native, progress=progress)
     if data.masks is None:
         raise ValueError(f"{data_root} [{split}] has no masks to evaluate against")
-    probs = predict_probs(net, data.images, progress=progress, desc=f"evaluate {split}")
+    probs = predict_probs(DeployEGEUNet(net), data.images, progress=progress, desc=f"evaluate {split}")
     result = score(probs, data, native)
     result.update({"weights": ckpt["path"], "weights_sha256": ckpt["sha256"], "data": str(Path(data_root).resolve()),
                    "split": split, "skipped": [f"{s.path}: {s.reason}" for s in data.skipped]})

@@ -9,6 +9,7 @@ from PIL import Image
 
 from .checkpoint import atomic_write_bytes, load_model
 from .contract import binarize, resize_rgb
+from .ege_unet import DeployEGEUNet
 from .evaluate import predict_probs, upsample_prob
 from .imageio import IMAGE_EXTENSIONS, read_rgb
 
@@ -49,7 +50,7 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 
 def predict(weights: Path | str | None, inputs: list[Path], out_dir: Path | str, progress: bool = True) -> list[Path]:
     """Write ``<stem>_mask.png`` (0/255 at the input's size) and ``<stem>_overlay.png`` for every image."""
-    net, _ = load_model(weights)
+    net = DeployEGEUNet(load_model(weights)[0])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = collect_images(inputs)
