@@ -4,7 +4,8 @@
 
 Naive = per-sample PIL decode in a DataLoader, numpy z-score + min-max, per-sample flips / rotation / resize,
 contiguous NCHW tensors, sigmoid outputs with the official BCELoss + Dice. Ours = ``egeunet train``'s inner loop:
-the split decoded once to uint8, one batched augmentation call, channels_last, the loss from logits. Both run the
+the split decoded once to uint8, one batched augmentation call, channels_last with fused channel LayerNorms,
+the loss from logits. Both run the
 same model, optimizer, batch size and number of steps, interleaved in one process so the ratio is fair on a noisy
 machine. Prints img/s of each and the speed-up; ``--json`` stores the figures.
 """
@@ -26,6 +27,7 @@ from PIL import Image
 from egeunet_deploy.model import create_model
 from egeunet_deploy.model.augment import augment_batch
 from egeunet_deploy.model.data import find_pairs, load_pairs
+from egeunet_deploy.model.layers import use_fused_norms
 from egeunet_deploy.model.train import recipe_loss
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
@@ -97,7 +99,7 @@ def main() -> None:
     data = load_pairs(pairs)
     decode_seconds = time.perf_counter() - t0
     images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
-    net = create_model("egeunet").to(memory_format=torch.channels_last)
+    net = use_fused_norms(create_model("egeunet").to(memory_format=torch.channels_last))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(0)
 

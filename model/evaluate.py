@@ -12,6 +12,7 @@ from .checkpoint import load_model
 from .contract import binarize, to_model_input
 from .data import LoadedSet, load_split
 from .ege_unet import DeployEGEUNet, EGEUNet
+from .layers import use_fused_norms
 from .metrics import SegmentationScores
 
 
@@ -64,7 +65,8 @@ def evaluate(weights: Path | str | None, data_root: Path | str, split: str = "te
     data = load_split(data_root, split, skip_bad=skip_bad, keep_native=native, progress=progress)
     if data.masks is None:
         raise ValueError(f"{data_root} [{split}] has no masks to evaluate against")
-    probs = predict_probs(DeployEGEUNet(net), data.images, progress=progress, desc=f"evaluate {split}")
+    probs = predict_probs(DeployEGEUNet(use_fused_norms(net)), data.images, progress=progress,
+                          desc=f"evaluate {split}")
     result = score(probs, data, native)
     result.update({"weights": ckpt["path"], "weights_sha256": ckpt["sha256"], "data": str(Path(data_root).resolve()),
                    "split": split, "skipped": [f"{s.path}: {s.reason}" for s in data.skipped]})

@@ -10,6 +10,7 @@ from PIL import Image
 from .checkpoint import atomic_write_bytes, load_model
 from .contract import binarize, resize_rgb
 from .ege_unet import DeployEGEUNet
+from .layers import use_fused_norms
 from .evaluate import predict_probs, upsample_prob
 from .imageio import IMAGE_EXTENSIONS, read_rgb
 
@@ -50,7 +51,7 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 
 def predict(weights: Path | str | None, inputs: list[Path], out_dir: Path | str, progress: bool = True) -> list[Path]:
     """Write ``<stem>_mask.png`` (0/255 at the input's size) and ``<stem>_overlay.png`` for every image."""
-    net = DeployEGEUNet(load_model(weights)[0])
+    net = DeployEGEUNet(use_fused_norms(load_model(weights)[0]))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = collect_images(inputs)

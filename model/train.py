@@ -5,7 +5,8 @@ Recipe (paper, section 3, and the official config): BCE + Dice on the output and
 eta_min 1e-5) stepped once per epoch, batch 8, 256 x 256, random horizontal/vertical flips and rotation.
 
 Why it is fast: the split is decoded once into a uint8 tensor; augmentation is one batched ``grid_sample``;
-the network runs channels_last (measured 1.4x on this CPU; ``torch.compile`` measured no gain and costs minutes).
+the network runs channels_last with fused channel LayerNorms (together 1.6-1.9x on this CPU; ``torch.compile``
+measured no gain and costs minutes to compile).
 
 Why resume is exact: everything random in an epoch (the shuffle, every flip and angle) comes from a generator seeded
 by (seed, epoch, rank), and ``last.pt`` is written atomically at the end of every epoch with the model, optimizer,
@@ -36,6 +37,7 @@ from .checkpoint import atomic_torch_save, atomic_write_bytes, load_state_strict
 from .contract import CONTRACT, minmax_normalize
 from .data import LoadedSet, load_split
 from .ege_unet import EGEUNet, create_model, upsample_to
+from .layers import use_fused_norms
 from .metrics import Confusion
 
 CHECKPOINT_VERSION = 1
@@ -161,7 +163,7 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
     torch.manual_seed(cfg.seed)  # model initialisation
     net = create_model(cfg.model).to(device)
     if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+        net = use_fused_norms(net.to(memory_format=torch.channels_last))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.t_max, eta_min=cfg.eta_min)
     history: list[dict] = []

@@ -14,7 +14,7 @@ from egeunet_deploy.model import DeployEGEUNet, create_model, list_models
 from egeunet_deploy.model.checkpoint import WeightsError, load_model
 from egeunet_deploy.model.ege_unet import fold_all_gates
 from egeunet_deploy.model.info import count_macs
-from egeunet_deploy.model.layers import GHPA
+from egeunet_deploy.model.layers import GHPA, ChannelLayerNorm, use_fused_norms
 
 REFERENCE_TSV = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official_state_dict_keys.tsv"
 
@@ -173,3 +173,19 @@ def test_missing_and_corrupt_weights_files(tmp_path):
 def test_unknown_variant_lists_known_ones():
     with pytest.raises(ValueError, match="known: egeunet"):
         create_model("egeunet_xl")
+
+
+def test_fused_channel_layernorm_equals_explicit_forward_and_backward(shipped):
+    net, _ = shipped
+    explicit = copy.deepcopy(net).train()
+    fused = use_fused_norms(copy.deepcopy(net).to(memory_format=torch.channels_last)).train()
+    assert all(m.fused for m in fused.modules() if isinstance(m, ChannelLayerNorm))
+    x = torch.rand(2, 3, 128, 128) * 255
+    out_e = explicit.forward_logits(x)[1]
+    out_f = fused.forward_logits(x.contiguous(memory_format=torch.channels_last))[1]
+    torch.testing.assert_close(out_f, out_e, atol=2e-4, rtol=1e-4)
+    out_e.sum().backward()
+    out_f.sum().backward()
+    for (name, a), b in zip(explicit.named_parameters(), fused.parameters(), strict=True):
+        relative = float((b.grad - a.grad).norm() / a.grad.norm().clamp_min(1e-12))
+        assert relative < 1e-3, f"{name}: gradients differ by {relative:.2e} (relative L2)"
