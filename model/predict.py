@@ -10,9 +10,9 @@ from PIL import Image
 from .checkpoint import atomic_write_bytes, load_model
 from .contract import binarize, resize_rgb
 from .ege_unet import DeployEGEUNet
-from .layers import use_fused_norms
 from .evaluate import predict_probs, upsample_prob
 from .imageio import IMAGE_EXTENSIONS, read_rgb
+from .layers import use_fused_norms
 
 OVERLAY_RGB = (255, 64, 32)
 
