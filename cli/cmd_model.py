@@ -61,8 +61,10 @@ def cmd_info(args) -> int:
         print(f"EGE-UNet ({info['model']}): {info['params']:,} parameters, {info['macs']:,} MACs at "
               f"1x3x{info['input_hw'][0]}x{info['input_hw'][1]}")
         print(f"weights: {info['weights']} (sha256 {info['weights_sha256'][:12]}...)")
-        if info.get("metrics"):
-            print(f"shipped metrics: {json.dumps(info['metrics'])}")
+        for split, m in (info.get("metrics") or {}).items():
+            print(f"measured on {split} ({m['n_images']} images): pooled mIoU {m['pooled']['miou']:.4f} "
+                  f"DSC {m['pooled']['dsc']:.4f}, per-image mIoU {m['per_image']['miou']:.4f} "
+                  f"DSC {m['per_image']['dsc']:.4f}")
         c = info["contract"]
         print(f"input: {c['input_dtype']} {c['channel_order']} {c['input_height']}x{c['input_width']}, "
               f"{c['normalization_formula']}; output: {c['output']}, {c['threshold_rule']} ({c['threshold']})")
