@@ -32,6 +32,12 @@ def register(sub) -> None:
                    help="bare network: float input already min-max normalised (0..255), NCHW unless --nhwc")
     p.add_argument("--nhwc", action="store_true", help="NHWC input/output (the default for TFLite and Core ML)")
     p.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis (ONNX)")
+    p.add_argument("--no-blame", action="store_true",
+                   help="int8: skip the int8 blame ranking (on by default here: quantize one block at a time, rank "
+                        "by the Dice it costs; stored in the artifact's metadata and <artifact>.blame.json)")
+    p.add_argument("--blame-data", type=Path, default=None, metavar="DIR",
+                   help="images with masks for the blame ranking (default: the bundled sample's 32 test pairs)")
+    p.add_argument("--blame-split", default="val", help="split of --blame-data (default val)")
     p.add_argument("--list", action="store_true", help="print the format table and exit")
 
     p = sub.add_parser("calibrate", help="build the int8 calibration set from real training images")
@@ -64,11 +70,13 @@ def cmd_export(args) -> int:
             raise ValueError("--raw, --nhwc and --dynamic-batch apply to one artifact; use them with one --target "
                              "and one --precision")
         results = export_all(weights=args.weights, out_dir=args.out, calib=args.calib,
-                             targets=None if "all" in targets else targets, precisions=precisions)
+                             targets=None if "all" in targets else targets, precisions=precisions,
+                             blame=not args.no_blame, blame_data=args.blame_data, blame_split=args.blame_split)
         failed = [r for r in results if r.status == "failed"]
         return 1 if failed else 0
     path = export(targets[0], precisions[0] if precisions else "fp32", weights=args.weights, out_dir=args.out,
-                  calib=args.calib, raw=args.raw, nhwc=args.nhwc, dynamic_batch=args.dynamic_batch)
+                  calib=args.calib, raw=args.raw, nhwc=args.nhwc, dynamic_batch=args.dynamic_batch,
+                  blame=not args.no_blame, blame_data=args.blame_data, blame_split=args.blame_split)
     from egeunet_deploy.export.metadata import artifact_digest
 
     sha, size = artifact_digest(path)

@@ -2,6 +2,7 @@
 
 - :mod:`.api`: the format table (:data:`TARGETS`), :func:`export` (one artifact) and :func:`export_all`;
 - :mod:`.wrappers`: the torch modules every converter sees (uint8 image -> contract min-max -> network -> prob);
+- :mod:`.rewrite`: the equivalent export graph ONNX and TFLite convert (layout-native, norms fused, named blocks);
 - :mod:`.onnx`, :mod:`.tflite`, :mod:`.coreml`: one module per target, each ``export_<target>(...)``;
 - :mod:`.metadata`: the one metadata record, its writers/readers per format and ``manifest.json``.
 

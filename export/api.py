@@ -203,11 +203,23 @@ def resolve_calibration(calib: Path | str | None, out_dir: Path, log: Callable[[
     return path
 
 
+BLAMED = ("onnx", "tflite")
+"""Targets whose int8 artifacts carry the int8 blame ranking (calibration/blame.py)."""
+
+
 def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path, calib: Path | None = None,
-           raw: bool = False, nhwc: bool = False, dynamic_batch: bool = False,
+           raw: bool = False, nhwc: bool = False, dynamic_batch: bool = False, blame: bool = False,
+           blame_data: Path | None = None, blame_split: str = "val", graph: str = "fast",
            log: Callable[[str], None] | None = print) -> Path:
     """Export one artifact and return its path. Every problem a user can fix raises a ValueError/OSError subclass
-    that says what and where; a converter failure raises without leaving a file behind."""
+    that says what and where; a converter failure raises without leaving a file behind.
+
+    ``blame`` (int8, ONNX and TFLite): also rank the network's blocks by the Dice quantizing each one alone costs,
+    on ``blame_data`` [``blame_split``] (default: the bundled sample's 32 test pairs), and store the ranking in
+    the artifact's metadata (``int8_blame``) and beside it (``<artifact>.blame.json``). Off by default here (it
+    re-quantizes once per block: ~1 min for TFLite, ~2 min for ONNX on this machine); ``egeunet export`` turns it on
+    for int8 unless ``--no-blame``. ``graph="deploy"`` converts
+    the plain DeployEGEUNet instead of the rewritten network (float only; the benchmark's baseline)."""
     t = validate_args(target, precision, raw, nhwc, dynamic_batch)
     ok, reason = t.precision_available(precision)
     if not ok:
@@ -240,9 +252,25 @@ def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path,
                "quantization": None})
     exporter = getattr(importlib.import_module(t.module), f"export_{t.name}")
     path = out_dir / name
-    exporter(net, path, precision=precision, spec=spec, meta=meta, calib_images=calib_images, log=log)
+    kwargs = {}
+    if t.name in BLAMED:
+        kwargs["graph"] = graph
+        if precision in CALIBRATED and blame:
+            kwargs["blame"] = _blame_set(blame_data, blame_split)
+    elif graph != "fast":
+        raise ValueError(f"{t.name} exports the plain DeployEGEUNet only; graph={graph!r} applies to onnx and tflite")
+    exporter(net, path, precision=precision, spec=spec, meta=meta, calib_images=calib_images, log=log, **kwargs)
     update_manifest(out_dir, path, meta)
     return path
+
+
+def _blame_set(data, split: str):
+    """``data``: None (bundled sample test pairs), a dataset folder, or a ready BlameSet (tests, benchmarks)."""
+    from egeunet_deploy.calibration.blame import BlameSet, default_blame_set, load_blame_set
+
+    if isinstance(data, BlameSet):
+        return data
+    return default_blame_set() if data is None else load_blame_set(data, split)
 
 
 def _cfg(net) -> dict:
@@ -263,6 +291,7 @@ def plan(targets: Iterable[str] | None = None, precisions: Iterable[str] | None 
 
 
 def export_all(*, weights=None, out_dir: Path, calib: Path | None = None, targets=None, precisions=None,
+               blame: bool = False, blame_data: Path | None = None, blame_split: str = "val",
                log: Callable[[str], None] | None = print) -> list[ExportResult]:
     """Build every target x precision this OS supports, isolating failures; prints the summary table via ``log``.
 
@@ -288,7 +317,7 @@ def export_all(*, weights=None, out_dir: Path, calib: Path | None = None, target
         start = time.perf_counter()
         try:
             path = export(t.name, p, weights=weights, out_dir=out_dir, calib=calib if p in CALIBRATED else None,
-                          log=log)
+                          blame=blame, blame_data=blame_data, blame_split=blame_split, log=log)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # isolate: one converter's failure must not stop the others

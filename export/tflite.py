@@ -8,7 +8,10 @@ output shape. The float conversion (the slow step, ~30-60 s) is cached per weigh
 in the same process reuse it.
 
 The signature is ``serving_default`` with input ``image`` and output ``prob``; the I/O layout is NHWC (what
-Android bitmaps give), achieved by permutes in the wrapper that litert-torch folds into its own layout transposes.
+Android bitmaps give). The converted module is the rewritten network (:mod:`.rewrite`): NHWC end to end, so the
+graph has no TRANSPOSE, with the normalisations fused; ``graph="deploy"`` converts the plain DeployEGEUNet instead
+(the "before" of ``bench/int8_vs_fp32.py``). Tensor names (module paths, ~45% of the file) are stripped from the
+written file once the int8 recipe, which addresses blocks through them, has been applied.
 """
 
 from __future__ import annotations
@@ -26,21 +29,32 @@ from egeunet_deploy.model.ege_unet import EGEUNet
 
 from .api import ExportError
 from .metadata import append_tflite_metadata
+from .rewrite import fast_module
 from .wrappers import INPUT_NAME, OUTPUT_NAME, IOSpec, NamedOutput, deploy_module
 
 SIGNATURE = "serving_default"
+GRAPHS = ("fast", "deploy")
 _FLOAT_CACHE: dict[tuple, bytes] = {}
 _CACHE_SIZE = 4
 
 
-def to_tflite_float(net: EGEUNet, spec: IOSpec, cache_key: str | None = None) -> bytes:
-    """The float32 flatbuffer of the deployable module (gates folded, I/O per ``spec``)."""
-    key = (cache_key, spec) if cache_key else None
+def converted_module(net: EGEUNet, spec: IOSpec, graph: str = "fast"):
+    """The torch module litert-torch converts: the rewrite (default) or the plain deployable network."""
+    if graph == "fast":
+        return NamedOutput(fast_module(net, spec.layout, spec.baked, spec.hw)).eval()
+    if graph == "deploy":
+        return NamedOutput(deploy_module(net, spec)).eval()
+    raise ValueError(f"unknown graph {graph!r}; known: {', '.join(GRAPHS)}")
+
+
+def to_tflite_float(net: EGEUNet, spec: IOSpec, cache_key: str | None = None, graph: str = "fast") -> bytes:
+    """The float32 flatbuffer of the deployable module (gates folded, I/O per ``spec``), tensor names kept."""
+    key = (cache_key, spec, graph) if cache_key else None
     if key in _FLOAT_CACHE:
         return _FLOAT_CACHE[key]
     import litert_torch
 
-    module = NamedOutput(deploy_module(net, spec)).eval()
+    module = converted_module(net, spec, graph)
     saved = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"  # its per-pass progress lines would bury the export table
     try:
@@ -95,11 +109,43 @@ def smoke_check(data: bytes, spec: IOSpec) -> None:
                           f"expected probabilities shaped {spec.output_shape}")
 
 
+def strip_tensor_names(flatbuffer: bytes) -> bytes:
+    """Drop every tensor name but the graph input's and output's (and the model description): the module-path
+    names litert-torch writes are ~45% of a float file and most of an int8 one. Signatures are kept, so apps and
+    runtimes still find ``image`` and ``prob``."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(flatbuffer))
+    model.description = None
+    for sg in model.subgraphs:
+        keep = set(sg.inputs) | set(sg.outputs)
+        sg.name = None
+        for i, t in enumerate(sg.tensors):
+            if i not in keep:
+                t.name = None
+    return bytes(fu.convert_object_to_bytearray(model))
+
+
+def run_flatbuffer(flatbuffer: bytes, inputs: np.ndarray) -> np.ndarray:
+    """Probabilities (N, H, W) of a flatbuffer on inputs already in its input format (NHWC output assumed unless
+    the output's last axis is not 1)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=flatbuffer, num_threads=1).get_signature_runner(SIGNATURE)
+    out = [runner(**{INPUT_NAME: inputs[i : i + 1]})[OUTPUT_NAME] for i in range(len(inputs))]
+    y = np.concatenate(out)
+    return y[..., 0] if y.shape[-1] == 1 else y[:, 0]
+
+
 def export_tflite(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, meta: dict,
-                  calib_images: np.ndarray | None = None, log: Callable[[str], None] | None = None) -> None:
+                  calib_images: np.ndarray | None = None, log: Callable[[str], None] | None = None,
+                  blame=None, graph: str = "fast") -> None:
+    """``blame``: a :class:`~egeunet_deploy.calibration.blame.BlameSet` to rank the int8 blocks on (int8 only;
+    stored in the metadata and beside the artifact), or None."""
     from egeunet_deploy.calibration import tflite_quant
 
-    fb = to_tflite_float(net, spec, cache_key=meta.get("weights_sha256"))
+    fb = to_tflite_float(net, spec, cache_key=meta.get("weights_sha256"), graph=graph)
+    record = None
     if precision == "fp16":
         fb = tflite_quant.quantize_tflite_fp16(fb)
         meta["quantization"] = {"name": "aeq-float16-weights", "tool": "ai-edge-quantizer (float_casting)",
@@ -107,19 +153,53 @@ def export_tflite(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
     elif precision == "int8":
         if calib_images is None:
             raise ValueError("tflite int8 needs a calibration set")
+        if graph != "fast":
+            raise ValueError("the int8 recipe addresses the rewritten graph's blocks: use graph='fast'")
         recipe = tflite_quant.DEFAULT_LITERT_RECIPE
-        fb = tflite_quant.quantize_tflite_int8(fb, spec.feed(calib_images), INPUT_NAME, recipe)
+        ranges = tflite_quant.calibrate(fb, spec.feed(calib_images), INPUT_NAME)
+        float_fb = fb
+        fb = tflite_quant.quantize_tflite_int8(fb, None, INPUT_NAME, recipe, ranges=ranges)
         meta["quantization"] = recipe.describe()
+        if blame is not None:
+            record = _blame(float_fb, ranges, recipe, spec, blame, log)
+            meta.update(record)
     elif precision != "fp32":
         raise ValueError(f"tflite does not export precision {precision!r}")
+    fb = strip_tensor_names(fb)
     ops = op_counts(fb)
     check_builtin_only(ops)
     meta["signature"] = {"name": SIGNATURE, "inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME]}
     meta["graph"] = {"ops": dict(sorted(ops.items())), "n_ops": sum(ops.values()),
-                     "transposes": ops.get("TRANSPOSE", 0)}
+                     "transposes": ops.get("TRANSPOSE", 0), "module": graph_name(graph),
+                     "flatbuffer_bytes": len(fb)}
     data = append_tflite_metadata(fb, meta)
     smoke_check(data, spec)
     atomic_write_bytes(path, data)
+    if record is not None:
+        from egeunet_deploy.calibration.blame import write_sidecar
+
+        write_sidecar(path, record)
+
+
+def graph_name(graph: str) -> str:
+    return {"fast": "export.rewrite.FastEGEUNet (NHWC, fused norms, folded gates)",
+            "deploy": "model.DeployEGEUNet (folded gates)"}[graph]
+
+
+def _blame(float_fb: bytes, ranges: dict, recipe, spec: IOSpec, data, log) -> dict:
+    """The int8 blame ranking of ``recipe`` over the rewritten graph's blocks (see calibration/blame.py)."""
+    from egeunet_deploy.calibration import blame as bl
+    from egeunet_deploy.calibration import tflite_quant
+
+    inputs = spec.feed(data.images)
+    float_probs = run_flatbuffer(float_fb, inputs)
+    blocks = data.blocks_for(spec.baked)
+    rows = bl.rank_blocks(
+        blocks, lambda b: tflite_quant.quantize_tflite_int8(float_fb, None, INPUT_NAME, recipe.only(b), ranges=ranges),
+        lambda fb: run_flatbuffer(fb, inputs), float_probs, data,
+        quantized=[b for b in blocks if b not in recipe.float_blocks],
+        progress=(lambda b: log(f"int8 blame: quantizing only {b}")) if log else None)
+    return bl.blame_record(rows, data, recipe.describe(), bl.pooled_dice(float_probs, data.masks))
 
 
 def precision_available(precision: str) -> tuple[bool, str]:

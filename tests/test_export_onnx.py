@@ -20,6 +20,8 @@ from export_fixtures import (  # noqa: F401  (fixtures)
     run_onnx,
 )
 
+from egeunet_deploy.calibration.blame import DEFAULT_FLOAT_BLOCKS, BlameSet
+from egeunet_deploy.calibration.onnx_quant import DEFAULT_ORT_RECIPE, node_block
 from egeunet_deploy.export import export
 from egeunet_deploy.export.metadata import read_manifest, read_metadata
 from egeunet_deploy.export.wrappers import IOSpec, deploy_module
@@ -105,8 +107,9 @@ def test_onnx_graph_is_opset17_checked_and_gates_are_constants(onnx_dir):
     onnx.checker.check_model(model, full_check=True)
     assert {o.domain or "ai.onnx": o.version for o in model.opset_import}["ai.onnx"] == 17
     ops = {n.op_type for n in model.graph.node}
-    # 10 Resize = 5 GAB + 5 decoder upsamplings; unfolded gates would add 3 per GHPA (params_xy/zx/zy)
-    assert sum(n.op_type == "Resize" for n in model.graph.node) == 10
+    # 9 Resize = 4 GAB (GAB5's resize to its own size is the identity, dropped by the rewrite) + 4 decoder
+    # upsamplings + the final one; unfolded gates would add 3 per GHPA (params_xy/zx/zy)
+    assert sum(n.op_type == "Resize" for n in model.graph.node) == 9
     assert "Cast" in ops and "ReduceMin" in ops and "ReduceMax" in ops  # the baked contract
 
 
@@ -147,10 +150,12 @@ def test_int8_runs_and_is_measured(onnx_dir, sample_test_set, reference_probs, c
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     fed_by_dq = [any(producer.get(i) == "DequantizeLinear" for i in c.input) for c in convs]
     assert not fed_by_dq[0] and not fed_by_dq[-1], "the recipe keeps the first and last convolutions in float"
-    assert sum(fed_by_dq) == len(convs) - 2
+    # exactly the convolutions of the blocks the recipe quantizes (node names carry the block)
+    assert fed_by_dq == [node_block(c.name) not in DEFAULT_FLOAT_BLOCKS for c in convs]
+    assert 0 < sum(fed_by_dq) < len(convs)
     meta = read_metadata(path)
     assert meta["calibration_sha256"] == sha256_file(calib_path)
-    assert meta["quantization"]["name"] == "ort-static-qdq-conv" and meta["calibration"]["n_images"] == 64
+    assert meta["quantization"]["name"] == DEFAULT_ORT_RECIPE.name and meta["calibration"]["n_images"] == 64
     probs = run_onnx(path, sample_test_set.images)
     assert np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1
     agree = agreement(probs, reference_probs)
@@ -167,3 +172,18 @@ def test_manifest_lists_every_artifact_with_its_hash(onnx_dir):
         assert entry["size_bytes"] == (onnx_dir / name).stat().st_size
         assert entry["target"] == "onnx" and entry["precision"] in ("fp32", "int8")
     assert json.loads((onnx_dir / "manifest.json").read_text()) == manifest
+
+
+def test_int8_blame_ranks_blocks_on_real_images(tmp_path, calib_path, sample_test_set):  # noqa: F811
+    """ONNX Runtime blame mechanics on two blocks and 6 real pairs (the export default ranks every block)."""
+    blame = BlameSet(sample_test_set.images[:6], sample_test_set.masks[:6], "6 bundled test pairs",
+                     ("encoder4", "final"))
+    path = export("onnx", "int8", out_dir=tmp_path, calib=calib_path, blame=True, blame_data=blame, log=None)
+    meta = read_metadata(path)
+    rows = meta["int8_blame"]
+    assert [r["block"] for r in rows] in (["encoder4", "final"], ["final", "encoder4"])
+    assert [r["dsc_delta"] for r in rows] == sorted(r["dsc_delta"] for r in rows)
+    assert {r["block"]: r["quantized_in_artifact"] for r in rows} == {"encoder4": True, "final": False}
+    assert all(0.0 <= r["agreement"] <= 1.0 for r in rows)
+    assert meta["int8_blame_info"]["images"] == 6 and meta["int8_blame_info"]["calibration_images"] == 16
+    assert json.loads((tmp_path / "egeunet_int8.onnx.blame.json").read_text())["int8_blame"] == rows
