@@ -74,6 +74,7 @@ def deploy(
     tolerance: Path | str | None = None,
     progress: bool = True,
     quiet: bool = False,
+    blame: bool = True,
 ) -> dict:
     """Run the four stages into ``out``; ``progress`` draws bars, ``quiet`` silences the stage lines and tables."""
     from egeunet_deploy.export import export_all
@@ -107,7 +108,7 @@ def deploy(
     t = time.perf_counter()
     _say("2/4 export every target this OS supports", quiet)
     results = export_all(weights=weights, out_dir=out / "artifacts", calib=calib, targets=targets or None,
-                         log=None if quiet else print)
+                         blame=blame, log=None if quiet else print)
     exports = [_result_row(r) for r in results]
     stages["export"] = time.perf_counter() - t
     artifacts = [Path(r["path"]) for r in exports if _export_ok(r)]

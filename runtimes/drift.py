@@ -258,6 +258,8 @@ def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str
             runner.close()
     art = Scored.of(probs, gt)
     rec.update(compare(art, ref, gt, names))
+    if rec["precision"] == "int8":
+        rec["int8_blame"] = _blame_of(path)
     rec["seconds"] = seconds
     rec["images_per_s"] = len(images) / seconds if seconds > 0 else None
     limits = tolerance_for(tol, rec["format"], rec["precision"])
@@ -273,6 +275,14 @@ def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str
         rec["reason"] = "; ".join(f"{c['name']}: {c['value']:.6g} not {c['op']} {c['limit']:g}"
                                   for c in rec["checks"] if not c["passed"])
     return rec, art
+
+
+def _blame_of(path: Path) -> list[dict] | None:
+    """The int8 blame ranking the export stored with an int8 artifact (worst block first), if any."""
+    from egeunet_deploy.calibration.blame import BLAME_KEY, read_blame
+
+    blame = read_blame(path)
+    return blame.get(BLAME_KEY) if blame else None
 
 
 def run_drift(
@@ -346,10 +356,12 @@ def write_drift_report(report: dict, out: Path, data_set, ref: Scored, scored: d
 
     out.mkdir(parents=True, exist_ok=True)
     figures = rep.drift_figures(report, out)
-    for rec in report["artifacts"]:
+    for index, rec in enumerate(report["artifacts"]):
         art = scored.get(rec["name"])
         if art is not None and rec.get("worst"):
-            rec["overlay_png"] = rep.worst_overlays(rec, data_set, ref, art, out)
+            rec["overlay_png"] = rep.worst_overlays(rec, data_set, ref, art, out, tag=f"{index:02d}")
+        if rec.get("int8_blame"):
+            rec["blame_png"] = rep.blame_figure(rec, out, tag=f"{index:02d}")
     report["figures"] = figures
     atomic_write_bytes(out / "drift.json", json.dumps(report, indent=2).encode())
     atomic_write_bytes(out / "report.html", rep.drift_html(report).encode())

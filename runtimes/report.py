@@ -108,7 +108,22 @@ def drift_figures(report: dict, out: Path) -> dict[str, str]:
     return figs
 
 
-def worst_overlays(rec: dict, data_set, ref, art, out: Path) -> str:
+def blame_figure(rec: dict, out: Path, tag: str = "") -> str:
+    """Horizontal bars: the pooled DSC each block costs when it alone is quantized (worst at the top)."""
+    blame = rec["int8_blame"]
+    fig, ax = plt.subplots(figsize=(7, 0.28 * len(blame) + 1.2))
+    labels = [f"{b['block']}{'' if b.get('quantized_in_artifact', True) else ' (float here)'}" for b in blame]
+    deltas = [100 * b["dsc_delta"] for b in blame]
+    ax.barh(range(len(blame)), deltas, color=["#cf222e" if d < 0 else "#2da44e" for d in deltas])
+    ax.set_yticks(range(len(blame)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="#57606a", lw=0.8)
+    ax.set_xlabel("pooled DSC change when only this block is int8 (points)")
+    ax.set_title(f"int8 blame: {rec['name']}", fontsize=9)
+    return save_png(fig, out / f"blame_{tag}_{_safe(rec['name'])}.png")
+
+
+def worst_overlays(rec: dict, data_set, ref, art, out: Path, tag: str = "") -> str:
     """Rows = the images where the artifact flips most pixels: ground truth, PyTorch, artifact, difference."""
     worst = rec["worst"]
     fig, axes = plt.subplots(len(worst), 4, figsize=(11, 2.8 * len(worst)), squeeze=False)
@@ -133,7 +148,7 @@ def worst_overlays(rec: dict, data_set, ref, art, out: Path) -> str:
             head = f"{titles[col]}\n" if row == 0 else ""
             ax.set_title(f"{head}{w['name'] if col == 0 else sub}", fontsize=8)
     fig.tight_layout()
-    return save_png(fig, out / f"worst_{_safe(rec['name'])}.png")
+    return save_png(fig, out / f"worst_{tag}_{_safe(rec['name'])}.png")
 
 
 # --- HTML -------------------------------------------------------------------------------------------------------
@@ -221,6 +236,17 @@ def drift_body(report: dict, prefix: str = "") -> str:
                          _f(100 * st["flipped_fraction"] if "flipped_fraction" in st else None, ".3f")])
     parts.append(table(["artifact", "lesion size", "images", "reference DSC", "artifact DSC", "ΔDSC", "agreement",
                         "flipped %"], rows))
+    blamed = [r for r in _measured(report) if r.get("int8_blame")]
+    if blamed:
+        parts.append("<h3>int8 blame</h3><p class='note'>Each block of the network quantized alone (the artifact's "
+                     "recipe and calibration ranges), ranked by the pooled DSC it costs against the float artifact; "
+                     "this ranking chose which blocks the default recipe keeps float.</p>")
+    for r in blamed:
+        rows = [[b["block"], _f(100 * b["dsc_delta"], "+.3f"), _f(b.get("agreement")),
+                 "int8" if b.get("quantized_in_artifact", True) else "float"] for b in r["int8_blame"]]
+        parts.append(f"<h4>{esc(r['name'])}</h4>")
+        parts.append(table(["block", "ΔDSC when quantized alone (points)", "agreement", "in this artifact"], rows))
+        parts.append(img(prefix + r["blame_png"], "int8 blame") if r.get("blame_png") else "")
     parts.append("<h3>Worst images per artifact</h3><p class='note'>The 8 images where the artifact's mask differs "
                  "from PyTorch's in the most pixels.</p>")
     for r in _measured(report):

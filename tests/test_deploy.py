@@ -48,10 +48,23 @@ def test_html_page_has_table_plots_and_overlays(deployed):
     _, out, _ = deployed
     html = (out / "report.html").read_text()
     for needle in ("egeunet_fp32.onnx", "egeunet_int8.onnx", "p50 ms @1 thr", "bench/bench.png",
-                   "drift/drift_summary.png", "drift/worst_egeunet_fp32.onnx.png", "drift/report.html"):
+                   "drift/drift_summary.png", "_egeunet_fp32.onnx.png", "drift/report.html", "int8 blame"):
         assert needle in html
     assert (out / "bench" / "bench.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "drift" / "worst_egeunet_int8.onnx.png").is_file()
+    assert len(list((out / "drift").glob("worst_*_egeunet_int8.onnx.png"))) == 1
+    assert len(list((out / "drift").glob("blame_*_egeunet_int8.onnx.png"))) == 1
+
+
+def test_int8_blame_ranking_is_in_the_drift_report(deployed):
+    _, out, _ = deployed
+    drift = json.loads((out / "drift" / "drift.json").read_text())
+    by_precision = {a["precision"]: a for a in drift["artifacts"]}
+    blame = by_precision["int8"]["int8_blame"]
+    assert "int8_blame" not in by_precision["fp32"]
+    assert {"encoder1", "GAB1", "decoder3"} <= {b["block"] for b in blame}
+    deltas = [b["dsc_delta"] for b in blame]
+    assert deltas == sorted(deltas)  # worst block first
+    assert all(0.0 <= b["agreement"] <= 1.0 for b in blame)
 
 
 def test_bad_data_fails_before_exporting(tmp_path, capsys):

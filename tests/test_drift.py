@@ -39,7 +39,8 @@ def rewrite_onnx(src: Path, dst: Path, meta_update: dict | None = None, perturb:
     """Copy an ONNX artifact, optionally changing its metadata or adding a large error to one weight."""
     model = onnx.load(str(src))
     if perturb:
-        weights = [t for t in model.graph.initializer if t.name.endswith("weight") and len(t.dims) == 4]
+        conv_weights = {node.input[1] for node in model.graph.node if node.op_type == "Conv"}
+        weights = [t for t in model.graph.initializer if t.name in conv_weights]
         init = max(weights, key=lambda t: int(np.prod(t.dims)))  # a real conv weight, not a folded constant
         w = numpy_helper.to_array(init).copy()
         w.flat[0] += 5.0 * (float(np.abs(w).max()) + 1.0)
