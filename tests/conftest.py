@@ -45,3 +45,29 @@ def sample_test_set(sample_dir):
     from egeunet_deploy.model.data import load_split
 
     return load_split(sample_dir, "test")
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``exported(target, precision="fp32", **options) -> Path``: a real export of the shipped weights, made once per
+    session and option set and shared by every runtime test module (converters take up to a minute)."""
+    from egeunet_deploy.export import export
+
+    def make(target: str, precision: str = "fp32", **options) -> Path:
+        tag = "_".join(k for k, v in sorted(options.items()) if v) or "default"
+        cache = tmp_path_factory.getbasetemp() / f"runtimes_{tag}"
+        suffix = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}[target]
+        found = sorted(cache.glob(f"*{precision}*{suffix}")) if cache.is_dir() else []
+        return found[0] if found else export(target, precision, out_dir=cache, **options)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def onnx_fp32(exported) -> Path:
+    return exported("onnx")
+
+
+@pytest.fixture(scope="session")
+def tflite_fp32(exported) -> Path:
+    return exported("tflite")

@@ -15,26 +15,6 @@ from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS
 from egeunet_deploy.runtimes.bench import bench_host, latency_stats, parse_threads
 
 
-def exported(tmp_path_factory, target: str, precision: str = "fp32") -> Path:
-    """Real export, shared by the runtime test modules through the session's base temp folder."""
-    from egeunet_deploy.export import export
-
-    cache = tmp_path_factory.getbasetemp() / "runtimes_artifacts"
-    suffix = {"onnx": ".onnx", "tflite": ".tflite"}[target]
-    found = sorted(cache.glob(f"*{precision}*{suffix}")) if cache.is_dir() else []
-    return found[0] if found else export(target, precision, out_dir=cache)
-
-
-@pytest.fixture(scope="module")
-def onnx_fp32(tmp_path_factory) -> Path:
-    return exported(tmp_path_factory, "onnx")
-
-
-@pytest.fixture(scope="module")
-def tflite_fp32(tmp_path_factory) -> Path:
-    return exported(tmp_path_factory, "tflite")
-
-
 def test_parse_threads():
     assert parse_threads("1,2,4") == [1, 2, 4]
     assert parse_threads(" 2 ") == [2]

@@ -25,16 +25,6 @@ from egeunet_deploy.runtimes.drift import (
 )
 
 
-def exported(tmp_path_factory, target: str, precision: str = "fp32") -> Path:
-    """Real export, shared by the runtime test modules through the session's base temp folder."""
-    from egeunet_deploy.export import export
-
-    cache = tmp_path_factory.getbasetemp() / "runtimes_artifacts"
-    suffix = {"onnx": ".onnx", "tflite": ".tflite"}[target]
-    found = sorted(cache.glob(f"*{precision}*{suffix}")) if cache.is_dir() else []
-    return found[0] if found else export(target, precision, out_dir=cache)
-
-
 def rewrite_onnx(src: Path, dst: Path, meta_update: dict | None = None, perturb: bool = False) -> Path:
     """Copy an ONNX artifact, optionally changing its metadata or adding a large error to one weight."""
     model = onnx.load(str(src))
@@ -60,10 +50,10 @@ def rewrite_onnx(src: Path, dst: Path, meta_update: dict | None = None, perturb:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> dict[str, Path]:
+def artifacts(tmp_path_factory, exported) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("drift_artifacts")
-    good_onnx = shutil.copy(exported(tmp_path_factory, "onnx"), folder / "egeunet_fp32.onnx")
-    good_tflite = shutil.copy(exported(tmp_path_factory, "tflite"), folder / "egeunet_fp32.tflite")
+    good_onnx = shutil.copy(exported("onnx"), folder / "egeunet_fp32.onnx")
+    good_tflite = shutil.copy(exported("tflite"), folder / "egeunet_fp32.tflite")
     broken = rewrite_onnx(Path(good_onnx), folder / "egeunet_fp32_perturbed.onnx", perturb=True)
     meta = json.loads(next(p.value for p in onnx.load(str(good_onnx)).metadata_props if p.key == METADATA_KEY))
     wrong = "NHWC" if meta["input"]["layout"] == "NCHW" else "NCHW"

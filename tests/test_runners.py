@@ -21,17 +21,6 @@ from egeunet_deploy.runtimes.onnx_runner import OnnxRunner
 from egeunet_deploy.runtimes.torch_runner import TorchRunner
 
 
-def exported(tmp_path_factory, target: str, precision: str = "fp32", **options) -> Path:
-    """Real export, shared by the runtime test modules through the session's base temp folder."""
-    from egeunet_deploy.export import export
-
-    tag = "_".join(k for k, v in sorted(options.items()) if v) or "default"
-    cache = tmp_path_factory.getbasetemp() / ("runtimes_artifacts" if tag == "default" else f"runtimes_{tag}")
-    suffix = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}[target]
-    found = sorted(cache.glob(f"*{precision}*{suffix}")) if cache.is_dir() else []
-    return found[0] if found else export(target, precision, out_dir=cache, **options)
-
-
 @pytest.fixture(scope="module")
 def images(sample_test_set) -> np.ndarray:
     return sample_test_set.images[:6]
@@ -40,16 +29,6 @@ def images(sample_test_set) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(images) -> np.ndarray:
     return TorchRunner(threads=1).load(DEFAULT_WEIGHTS).run(images)
-
-
-@pytest.fixture(scope="module")
-def onnx_fp32(tmp_path_factory) -> Path:
-    return exported(tmp_path_factory, "onnx")
-
-
-@pytest.fixture(scope="module")
-def tflite_fp32(tmp_path_factory) -> Path:
-    return exported(tmp_path_factory, "tflite")
 
 
 def with_metadata(src: Path, dst: Path, update: dict | None = None, drop: bool = False) -> Path:
@@ -108,15 +87,15 @@ def test_suffix_registry(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["onnx", "tflite", "tflite-nodelegate", "onnx-raw", "onnx-nhwc"])
-def test_runner_matches_pytorch(kind, tmp_path_factory, images, reference):
+def test_runner_matches_pytorch(kind, exported, images, reference):
     options = {}
     if kind == "onnx":
-        path = exported(tmp_path_factory, "onnx")
+        path = exported("onnx")
     elif kind.startswith("tflite"):
-        path = exported(tmp_path_factory, "tflite")
+        path = exported("tflite")
         options = {"delegate": "none"} if kind.endswith("nodelegate") else {}
     else:
-        path = exported(tmp_path_factory, "onnx", **{kind.split("-")[1]: True})
+        path = exported("onnx", **{kind.split("-")[1]: True})
     runner = runner_for(path, threads=1, **options)
     probs = runner.run(images)
     assert probs.shape == reference.shape and probs.dtype == np.float32
@@ -233,11 +212,11 @@ def test_unknown_provider_and_delegate(onnx_fp32, tflite_fp32):
 
 
 @pytest.mark.slow  # a Core ML conversion (~15 s)
-def test_coreml_runs_on_macos_or_skips_after_checking_metadata(tmp_path_factory, images, reference):
+def test_coreml_runs_on_macos_or_skips_after_checking_metadata(exported, images, reference):
     from egeunet_deploy.export import ExportUnavailable
 
     try:
-        path = exported(tmp_path_factory, "coreml")
+        path = exported("coreml")
     except ExportUnavailable as e:  # e.g. coremltools not installed: the export part says why
         pytest.skip(str(e))
     runner = CoreMLRunner(device="cpu")
