@@ -9,7 +9,9 @@ Exports into one folder, from the same weights:
 Then times all of them interleaved in one process (``runtimes.bench.bench_host``, 1 thread) and runs the drift
 harness (``runtimes.drift.run_drift``) on the split, and prints one table: size, p50, the ratio of every artifact to
 its target's "before" fp32 and of every int8 to its target's fp32, pooled Dice, its delta to PyTorch, and mask
-agreement. The table also goes to ``<out>/int8_vs_fp32.json``. Compare figures only within one run: this machine's
+agreement; ONNX rows also name the graph optimisation level ONNX Runtime ran them at (the level each artifact records
+in its metadata, ``ort_graph_optimization_level``, which the runner honours). The table also goes to
+``<out>/int8_vs_fp32.json``. Compare figures only within one run: this machine's
 latency moves by 1.5x between runs.
 
     python bench/int8_vs_fp32.py --data ../shared/data/isic2017 --split test --out out/bench_int8
@@ -43,8 +45,11 @@ def export_all(out: Path, calib: Path | None, blame: bool) -> list[dict]:
         t0 = time.perf_counter()
         path = export(target, precision, out_dir=folder, calib=calib if precision == "int8" else None,
                       graph=graph, blame=blame, log=None)
+        from egeunet_deploy.export.metadata import read_metadata
+
         rows.append({"label": label, "target": target, "precision": precision, "graph": graph, "path": str(path),
-                     "export_s": round(time.perf_counter() - t0, 1), "size_kb": round(path.stat().st_size / 1024, 1)})
+                     "export_s": round(time.perf_counter() - t0, 1), "size_kb": round(path.stat().st_size / 1024, 1),
+                     "ort_level": read_metadata(path).get("ort_graph_optimization_level")})
         print(f"exported {label:6} {target:6} {precision}: {path} ({rows[-1]['size_kb']} KB)", flush=True)
     return rows
 
@@ -109,10 +114,11 @@ def print_table(rows: list[dict], conditions: dict) -> None:
     print(f"\n{conditions['split']} ({conditions['n_images']} images), PyTorch pooled DSC "
           f"{conditions['reference_dsc']:.4f}; 1 thread, interleaved, {conditions['runs']} runs; load average "
           f"{', '.join(f'{x:.1f}' for x in conditions['loadavg'])} on {conditions['cpus']} CPUs")
-    print(f"{'artifact':28} {'KB':>7} {'p50 ms':>7} {'/before':>7} {'/fp32':>6} {'DSC':>7} {'dDSC':>8} {'agree':>7}")
+    print(f"{'artifact':34} {'KB':>7} {'p50 ms':>7} {'/before':>7} {'/fp32':>6} {'DSC':>7} {'dDSC':>8} {'agree':>7}")
     for r in rows:
-        name = f"{r['label']} {r['target']} {r['precision']}"
-        print(f"{name:28} {r['size_kb']:7.1f} {_f(r['p50_ms'], '7.2f')} {_f(r['ratio_to_before_fp32'], '7.2f')} "
+        level = f" (ort {r['ort_level']})" if r.get("ort_level") else ""
+        name = f"{r['label']} {r['target']} {r['precision']}{level}"
+        print(f"{name:34} {r['size_kb']:7.1f} {_f(r['p50_ms'], '7.2f')} {_f(r['ratio_to_before_fp32'], '7.2f')} "
               f"{_f(r['ratio_to_fp32'], '6.2f')} {_f(r['pooled_dsc'], '7.4f')} {_f(r['delta_dsc'], '+8.4f')} "
               f"{_f(r['agreement'], '7.4f')}")
 

@@ -5,21 +5,29 @@ Converted as is, it is slow on a CPU (the TFLite graph kept 74 layout transposes
 of its time in ReduceMean/Pow/Div chains of the channel LayerNorms) and it is hostile to int8 (every LayerNorm is
 a mean / pow / sqrt / div chain a quantizer sees as separate ops). :class:`FastEGEUNet` computes the same function
 (tests/test_export_rewrite.py: within 1e-5 of DeployEGEUNet on real images; exact in float64 with negated
-GroupNorm gammas) with these rewrites:
+GroupNorm gammas) with these rewrites (converted graphs are checked against this module before they are written:
+litert-torch has miscompiled some equivalent forms without an error, see export/tflite.py):
 
 - **Layout-native.** ``layout="NHWC"`` keeps every activation NHWC end to end: the only NCHW ops (convolution,
   pooling, resize) are wrapped in a permute pair the converter cancels against its own layout transposes, so the
   TFLite graph has no TRANSPOSE left. ``layout="NCHW"`` is the same graph for ONNX Runtime (its native layout).
 - **GroupNorm split into statistics and a per-channel affine.** The statistics (per-channel spatial means of x and
-  x^2, combined per group by one tiny matrix product) are taken at full resolution; the affine is applied after
-  the 2x2 max-pool, on a quarter of the pixels. Max-pool commutes with a per-channel affine only when its scale is
-  positive, so the convolution that feeds the GroupNorm is negated channel-wise where gamma < 0 (exact).
-- **LayerNorm affines folded** into the op that follows when that op is linear and exact to fold into: the GHPA
-  gates (gate * w, gate * b), the GHPA depthwise branch's 1x1 convolution, and GAB's tail 1x1 convolution (which
-  then takes the centred tensor and is scaled per pixel by rsqrt(var)).
+  x^2, combined per group by (G, C) / (C, G) matrix products) are taken at full resolution; the affine is applied
+  after the 2x2 max-pool, on a quarter of the pixels. Max-pool commutes with a per-channel affine only when its scale
+  is positive, so the convolution that feeds the GroupNorm is negated channel-wise where gamma < 0 (exact).
+- **encoder1 as a phase convolution** (:class:`_PhaseConv`): 3x3 conv + 2x2 max-pool at 256x256 with 8 channels
+  become one 4x4 stride-2 conv giving the four pool phases as 32 channels at 128x128 (full SIMD width) and a max
+  over the phases.
+- **LayerNorm affines folded** into the op that follows when that op is linear and exact to fold into: GAB's tail
+  1x1 convolution (which then takes the centred tensor and is scaled per pixel by rsqrt(var)); GHPA's first affine
+  stays one multiply-add so that each gate is stored once.
+- **The network's head folded into GAB1 and decoder5**: final(decoder5 + GAB1) is linear in both, so the final 1x1
+  conv rides along with decoder5's mask conv (2 outputs) and with GAB1's tail conv (1 output instead of 8): four
+  full-resolution passes fewer.
 - **GAB's four per-branch LayerNorms by fixed 1x1 convolutions** of ``cat[h, l, mask]`` (branch selection, mask
-  duplication and centring in one matrix; variance and its broadcast back in two more): no 12-way concatenation of
-  1-2 channel slices, the slowest op of the first rewrite (non-delegated by XNNPACK, ~3 ms at 128x128).
+  duplication and centring in one matrix; variance and its broadcast back in two more) for the narrow, high
+  resolution GABs, by slicing + concatenation in branch order for the wide, low-resolution ones
+  (:data:`REGROUP_MIN_CHANNELS`), whose matrices would be a fifth of the file.
 - **ONNX (NCHW) 1x1 convolutions as MatMul** over the flattened pixels and channel means as ReduceMean: ONNX Runtime
   would otherwise move them into its blocked NCHWc layout and reorder back around every elementwise op.
 - **GHPA gates** are folded for the input size (three small factors, as in the model).
@@ -68,17 +76,28 @@ class _Layout:
         return fn(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
     def conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: int = 0, dilation: int = 1,
-             groups: int = 1) -> torch.Tensor:
-        if not self.nhwc and groups == 1 and w.shape[2:] == (1, 1):
+             groups: int = 1, stride: int = 1) -> torch.Tensor:
+        if not self.nhwc and groups == 1 and w.shape[2:] == (1, 1) and stride == 1:
             # NCHW 1x1 convolution as a matrix product over the flattened pixels: ONNX Runtime would otherwise move
             # it into its blocked NCHWc layout and reorder back to NCHW for the elementwise op that follows
             n, c, h, wd = x.shape
             y = torch.matmul(w[:, :, 0, 0], x.reshape(n, c, h * wd)).reshape(n, w.shape[0], h, wd)
             return y if b is None else y + b[:, None, None]
-        return self._nchw(lambda t: F.conv2d(t, w, b, 1, padding, dilation, groups), x)
+        return self._nchw(lambda t: F.conv2d(t, w, b, stride, padding, dilation, groups), x)
 
     def pool2(self, x: torch.Tensor) -> torch.Tensor:
         return self._nchw(lambda t: F.max_pool2d(t, 2, 2), x)
+
+    def phase_max(self, x: torch.Tensor, phases: int) -> torch.Tensor:
+        """Max over ``phases`` consecutive channel blocks (block-major channels): the 2x2 max-pool of a
+        :class:`_PhaseConv`. NHWC: a (1, phases) max-pool over the pixels-by-phases view (no copy, one pooling
+        kernel); NCHW: ReduceMax over the phase axis."""
+        if self.nhwc:
+            n, h, w, c = x.shape
+            v = x.reshape(n, h * w, phases, c // phases)
+            return self._nchw(lambda t: F.max_pool2d(t, (1, phases), (1, phases)), v).reshape(n, h, w, c // phases)
+        n, c, h, w = x.shape
+        return x.reshape(n, phases, c // phases, h, w).amax(dim=1)
 
     def resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(self.hw(x)) == tuple(size):
@@ -137,10 +156,10 @@ class _GroupNormStats(nn.Module):
     which int8 recipes keep in float.
     """
 
-    def __init__(self, gn: nn.GroupNorm, sign: torch.Tensor, centered: bool = False) -> None:
+    def __init__(self, gn: nn.GroupNorm, sign: torch.Tensor, centered: bool = False, phases: int = 1) -> None:
         super().__init__()
         self.centered = centered
-        self.vec = _GroupNormVec(gn, sign, centered)
+        self.vec = _GroupNormVec(gn, sign, centered, phases)
 
     def forward(self, lay: _Layout, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m1 = lay.smean(x)
@@ -153,34 +172,49 @@ class _GroupNormStats(nn.Module):
 
 
 class _GroupNormVec(nn.Module):
-    """(N, C) channel statistics -> (N, C) scale and shift of the GroupNorm (see :class:`_GroupNormStats`)."""
+    """(N, C) channel statistics -> (N, C) scale and shift of the GroupNorm (see :class:`_GroupNormStats`).
 
-    def __init__(self, gn: nn.GroupNorm, sign: torch.Tensor, centered: bool) -> None:
+    The arithmetic runs per group: two (G, C) matrices reduce the channel statistics to group ones, two (C, G)
+    matrices (gamma folded in) broadcast the group rstd and mean back. C x C "same group" matrices would do the same in
+    fewer ops but store C^2 numbers per norm (a tenth of the float file)."""
+
+    def __init__(self, gn: nn.GroupNorm, sign: torch.Tensor, centered: bool, phases: int = 1) -> None:
         super().__init__()
         c, g = gn.num_channels, gn.num_groups
         k = c // g
-        same = torch.block_diag(*[torch.ones(k, k)] * g) / k  # (C, C): average over the channel's group
+        member = torch.zeros(g, c)
+        for j in range(g):
+            member[j, j * k:(j + 1) * k] = 1.0
+        gamma, beta = gn.weight.detach(), gn.bias.detach()
+        # statistics may come per pool phase (a _PhaseConv's phases * C channels, equally many pixels each): a group
+        # then averages over its channels in every phase
+        member_p, sign_p = member.repeat(1, phases), sign.repeat(phases)
         self.centered = centered
-        self.register_buffer("sign", sign.clone())
-        self.register_buffer("mix_mean", same * sign[None, :])  # mean_g(x) from the channel means of x'
-        self.register_buffer("mix_sq", same.clone())  # group average of per-channel quantities
-        self.register_buffer("gamma", gn.weight.detach().clone())
-        self.register_buffer("gamma_x", (gn.weight.detach() * sign))  # scale seen by x' (>= 0 when sign-folded)
-        self.register_buffer("beta", gn.bias.detach().clone())
-        self.register_buffer("eps_b", torch.full((c,), float(gn.eps)))
+        self.register_buffer("sign", sign_p.clone())
+        self.register_buffer("red_mean", member_p / (k * phases) * sign_p[None, :])  # (G, P*C): mean_g of x from x'
+        self.register_buffer("red_sq", member_p / (k * phases))  # (G, P*C): group average of per-channel quantities
+        self.register_buffer("eps_g", torch.full((g,), float(gn.eps)))
+        self.register_buffer("up", member_p.t().contiguous())  # (P*C, G): a group's value to each of its channels
+        self.register_buffer("up_scale", member.t() * (gamma * sign)[:, None])  # rstd -> scale seen by x' (>= 0)
+        self.register_buffer("up_shift", member.t() * -gamma[:, None])  # mean * rstd -> shift (with beta as bias)
+        self.register_buffer("beta", beta.clone())
 
     def forward(self, m1: torch.Tensor, m2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = F.linear(m1, self.mix_mean)
+        mean = F.linear(m1, self.red_mean)  # (N, G)
         if self.centered:  # m2 = per-channel variance of x'; var_g = avg_g(var_c + (mean_c - mean_g)^2)
-            spread = m1 * self.sign - mean
-            rstd = torch.rsqrt(F.linear(m2 + spread * spread, self.mix_sq, self.eps_b))
+            spread = m1 * self.sign - F.linear(mean, self.up)
+            rstd = torch.rsqrt(F.linear(m2 + spread * spread, self.red_sq, self.eps_g))
         else:  # m2 = per-channel mean of x'^2
-            rstd = torch.rsqrt(F.linear(m2, self.mix_sq, self.eps_b) - mean * mean)
-        return self.gamma_x * rstd, self.beta - self.gamma * mean * rstd
+            rstd = torch.rsqrt(F.linear(m2, self.red_sq, self.eps_g) - mean * mean)
+        return F.linear(rstd, self.up_scale), F.linear(mean * rstd, self.up_shift, self.beta)
 
 
 class _FastGHPA(nn.Module):
-    """GHPA with folded gates, LayerNorm1's affine folded into the gates and the depthwise branch's 1x1 conv."""
+    """GHPA with folded gates (each stored once) and both LayerNorms as centred channel norms.
+
+    LayerNorm1's affine is one per-channel multiply-add on the whole (small, <= 32x32) tensor before the gates: folding
+    it into the gates (gate * w, gate * b) saves that pass but stores every gate twice, and the gates are the largest
+    constants of the network (51 KB of float per copy)."""
 
     def __init__(self, m: GHPA, out_sign: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -188,19 +222,15 @@ class _FastGHPA(nn.Module):
         if gates is None:
             raise ValueError("fold the GHPA gates first (DeployEGEUNet folds them)")
         c = m.norm1.weight.numel()
-        g = c // 4
-        self.group = g
+        self.group = c // 4
         self.norm1, self.norm2 = _ChannelNorm(c, m.norm1.eps), _ChannelNorm(c, m.norm2.eps)
-        w1, b1 = m.norm1.weight.detach(), m.norm1.bias.detach()
+        self.register_buffer("n1_w", m.norm1.weight.detach().clone())
+        self.register_buffer("n1_b", m.norm1.bias.detach().clone())
         for i, gate in enumerate(gates):
-            sl = slice(i * g, (i + 1) * g)
-            self.register_buffer(f"gmul{i}", gate * w1[sl].view(1, g, 1, 1))
-            self.register_buffer(f"gadd{i}", gate * b1[sl].view(1, g, 1, 1))
+            self.register_buffer(f"gate{i}", gate.detach().clone())
         pw, act, dw = m.dw
-        sl = slice(3 * g, 4 * g)
-        w = pw.weight.detach()  # (g, g, 1, 1)
-        self.register_buffer("dw_pw_w", w * w1[sl].view(1, g, 1, 1))
-        self.register_buffer("dw_pw_b", pw.bias.detach() + (w[:, :, 0, 0] @ b1[sl]))
+        self.register_buffer("dw_pw_w", pw.weight.detach().clone())
+        self.register_buffer("dw_pw_b", pw.bias.detach().clone())
         self.register_buffer("dw_dw_w", dw.weight.detach().clone())
         self.register_buffer("dw_dw_b", dw.bias.detach().clone())
         self.register_buffer("n2_w", m.norm2.weight.detach().clone())
@@ -214,36 +244,56 @@ class _FastGHPA(nn.Module):
 
     def prepare(self, lay: _Layout) -> None:
         for i in range(3):
-            for kind in ("gmul", "gadd"):
-                setattr(self, f"{kind}{i}", lay.spatial(getattr(self, f"{kind}{i}")))
+            setattr(self, f"gate{i}", lay.spatial(getattr(self, f"gate{i}")))
 
     def forward(self, lay: _Layout, x: torch.Tensor) -> torch.Tensor:
         g = self.group
-        n = self.norm1(lay, x)
+        n = self.norm1(lay, x) * lay.vec(self.n1_w) + lay.vec(self.n1_b)
         x1, x2, x3, x4 = lay.split(n, [g] * 4)
         y4 = lay.conv(F.gelu(lay.conv(x4, self.dw_pw_w, self.dw_pw_b)), self.dw_dw_w, self.dw_dw_b, padding=1, groups=g)
-        y = lay.cat([x1 * self.gmul0 + self.gadd0, x2 * self.gmul1 + self.gadd1, x3 * self.gmul2 + self.gadd2, y4])
+        y = lay.cat([x1 * self.gate0, x2 * self.gate1, x3 * self.gate2, y4])
         y = self.norm2(lay, y) * lay.vec(self.n2_w) + lay.vec(self.n2_b)
         c = y.shape[lay.c]
         y = F.gelu(lay.conv(y, self.ldw_dw_w, self.ldw_dw_b, padding=1, groups=c))
         return lay.conv(y, self.ldw_pw_w, self.ldw_pw_b)
 
 
-class _FastGAB(nn.Module):
-    """GAB with its four branch LayerNorms done by 1x1 convolutions and its tail LayerNorm fused into the tail conv.
+REGROUP_MIN_CHANNELS = 24
+"""GABs with at least this many low-level channels (GAB3-5: 32x32 and coarser) build their branch inputs by slicing
+h and l and concatenating the 12 pieces in branch order, then centre them with two 4-row matrices; the others use
+one fixed centring matrix. The matrix grows as ~4 C^2 (GAB5's alone was 39 KB of float, GAB3-5's 66 KB) while the
+slices store nothing; at 32x32 and below the concatenation costs ~0.05 ms in all (measured per block, TFLite 1
+thread), at 128x128 (GAB1) it was the slowest op of the first rewrite. (A channel gather would be shorter, but
+litert-torch lowers index_select to GATHER_ND between transposes and the converted network came out wrong: max abs
+probability error 0.04-0.99 on real images, each block alone correct.)"""
 
-    The branch inputs [h_i, l_i, mask] share the mask channel and would need a 12-way concatenation (not delegated
-    by XNNPACK, and the slowest op of the original graph). Instead ``cat[h, l, mask]`` (17 channels for GAB1) goes
-    through one 1x1 convolution whose fixed weights pick each branch's channels, duplicate the mask and subtract the
-    branch mean (centring is linear), giving the centred branch inputs in branch order. The per-branch variance is
-    another fixed 1x1 convolution of the squares, and its rsqrt is broadcast back (times the LayerNorm weight) by a
-    third one. The tail LayerNorm's affine folds into the tail 1x1 convolution, which then runs on the centred tensor
-    and is scaled per pixel by rsqrt(var).
+
+class _FastGAB(nn.Module):
+    """GAB with its four branch LayerNorms done by channel-mixing ops and its tail LayerNorm fused into the tail conv.
+
+    The branch inputs [h_i, l_i, mask] share the mask channel and would need a 12-way concatenation of 1-2 channel
+    slices (the slowest op of the original graph). Instead ``s = cat[h, l, mask]`` (17 channels for GAB1) is brought
+    into branch order with the mask duplicated and centred per branch (centring is linear):
+
+    - ``regroup=False``: one 1x1 convolution whose fixed weights pick, duplicate and centre in one GEMM;
+    - ``regroup=True``: h and l are sliced into quarters and concatenated with the mask in branch order, then the
+      branch means (a 4W -> 4 conv) are broadcast back and subtracted (see :data:`REGROUP_MIN_CHANNELS`).
+
+    The per-branch variance is another fixed 1x1 convolution of the squares, and its rsqrt is broadcast back (times
+    the LayerNorm weight) by a third one. The tail LayerNorm's affine folds into the tail 1x1 convolution, which then
+    runs on the centred tensor and is scaled per pixel by rsqrt(var).
+
+    ``head`` (GAB1 only): the network's final 1x1 convolution, which reads ``decoder5 + GAB1``; its GAB1 half is
+    folded into the tail convolution (C_low -> 1 output instead of C_low), so this block returns GAB1's contribution
+    to the final logits, without the constant ``head_w @ tail_b`` (:attr:`head_bias`, which the caller adds to the
+    decoder half's bias). The centring of the tail LayerNorm folds into the same weights (``v . (t - mean t) =
+    (v - mean v) . t``), so one 2-output convolution gives both the logit term and the channel mean.
     """
 
-    def __init__(self, m: GAB) -> None:
+    def __init__(self, m: GAB, regroup: bool = False, head: nn.Conv2d | None = None) -> None:
         super().__init__()
         self.with_mask = m.with_mask
+        self.regroup = regroup
         self.register_buffer("pre_w", m.pre_project.weight.detach().clone())
         self.register_buffer("pre_b", m.pre_project.bias.detach().clone())
         branches = [m.g0, m.g1, m.g2, m.g3]
@@ -255,19 +305,21 @@ class _FastGAB(nn.Module):
         c_low = m.pre_project.out_channels
         q = c_low // 4
         n_in = 2 * c_low + int(self.with_mask)  # cat[h, l, mask]
-        pick = torch.zeros(4 * width, n_in)  # branch order [h_i, l_i, mask] from cat[h, l, mask]
+        src = []  # branch order [h_i, l_i, mask]: the channel of cat[h, l, mask] each branch channel comes from
         for i in range(4):
-            for j in range(q):
-                pick[i * width + j, i * q + j] = 1.0
-                pick[i * width + q + j, c_low + i * q + j] = 1.0
-            if self.with_mask:
-                pick[i * width + 2 * q, 2 * c_low] = 1.0
-        avg = torch.block_diag(*[torch.full((width, width), 1.0 / width)] * 4)  # (4W, 4W) branch mean
-        center = (torch.eye(4 * width) - avg) @ pick
-        self.register_buffer("center_w", center[:, :, None, None])
+            src += [i * q + j for j in range(q)] + [c_low + i * q + j for j in range(q)]
+            src += [2 * c_low] if self.with_mask else []
         group_avg = torch.block_diag(*[torch.full((1, width), 1.0 / width)] * 4)  # (4, 4W)
-        self.register_buffer("var_w", group_avg[:, :, None, None])
-        self.register_buffer("var_b", torch.full((4,), float(norms[0].eps)))  # eps as the variance conv's bias
+        self.quarter = q
+        if regroup:
+            self.register_buffer("bcast_w", torch.block_diag(*[torch.ones(width, 1)] * 4)[:, :, None, None])
+        else:
+            pick = torch.zeros(4 * width, n_in)
+            pick[torch.arange(4 * width), torch.tensor(src)] = 1.0
+            avg = torch.block_diag(*[torch.full((width, width), 1.0 / width)] * 4)  # (4W, 4W) branch mean
+            self.register_buffer("center_w", ((torch.eye(4 * width) - avg) @ pick)[:, :, None, None])
+        self.register_buffer("var_w", group_avg[:, :, None, None])  # branch mean (+ eps as bias for the variance)
+        self.register_buffer("var_b", torch.full((4,), float(norms[0].eps)))
         w = torch.cat([n.weight.detach() for n in norms])
         expand = torch.block_diag(*[torch.ones(width, 1)] * 4) * w[:, None]  # (4W, 4): rsqrt_g * weight_c
         self.register_buffer("expand_w", expand[:, :, None, None])
@@ -280,12 +332,32 @@ class _FastGAB(nn.Module):
         tail_norm, tail_conv = m.tail_conv
         self.tail_norm = _ChannelNorm(4 * width, tail_norm.eps)
         tw = tail_conv.weight.detach()[:, :, 0, 0]  # (C_low, 4 * width)
-        self.register_buffer("tail_w", (tw * tail_norm.weight.detach()[None, :])[:, :, None, None])
-        self.register_buffer("tail_b", tail_conv.bias.detach() + tw @ tail_norm.bias.detach())
+        tail_w = tw * tail_norm.weight.detach()[None, :]
+        tail_b = tail_conv.bias.detach() + tw @ tail_norm.bias.detach()
+        self.head = head is not None
+        if head is None:
+            self.register_buffer("tail_w", tail_w[:, :, None, None])
+            self.register_buffer("tail_b", tail_b)
+            self.head_bias = None
+        else:
+            hw = head.weight.detach()[:, :, 0, 0]  # (1, C_low)
+            v = hw @ tail_w  # (1, 4W): the final conv through the tail conv
+            mean_row = torch.full((1, 4 * width), 1.0 / (4 * width))
+            self.register_buffer("head_w", torch.cat([v - v.mean(dim=1, keepdim=True), mean_row])[:, :, None, None])
+            self.head_bias = hw @ tail_b  # (1,)
+
+    def branch_inputs(self, lay: _Layout, h: torch.Tensor, x_low: torch.Tensor, mask: torch.Tensor | None):
+        """h, l, mask -> the four branch inputs [h_i, l_i, mask] in branch order, each centred over its branch."""
+        extra = [mask] if self.with_mask else []
+        if not self.regroup:
+            return lay.conv(lay.cat([h, x_low, *extra]), self.center_w, None)
+        hs, ls = lay.split(h, [self.quarter] * 4), lay.split(x_low, [self.quarter] * 4)
+        z = lay.cat([t for i in range(4) for t in (hs[i], ls[i], *extra)])
+        return z - lay.conv(lay.conv(z, self.var_w, None), self.bcast_w, None)
 
     def forward(self, lay: _Layout, x_high: torch.Tensor, x_low: torch.Tensor, mask: torch.Tensor | None):
         h = lay.resize(lay.conv(x_high, self.pre_w, self.pre_b), lay.hw(x_low))
-        zc = lay.conv(lay.cat([h, x_low] + ([mask] if self.with_mask else [])), self.center_w, None)
+        zc = self.branch_inputs(lay, h, x_low, mask)
         r = torch.rsqrt(lay.conv(zc * zc, self.var_w, self.var_b))
         z = zc * lay.conv(r, self.expand_w, None) + lay.vec(self.bn_b)
         fused = []
@@ -293,41 +365,89 @@ class _FastGAB(nn.Module):
             fused.append(lay.conv(zi, getattr(self, f"dw{i}_w"), getattr(self, f"dw{i}_b"), padding=d, dilation=d,
                                   groups=self.width))
         t = lay.cat(fused)
+        if self.head:
+            logit, mean = lay.split(lay.conv(t, self.head_w, None), [1, 1])
+            tc = t - mean
+            return logit * torch.rsqrt(self.tail_norm.mean(lay, tc * tc, self.tail_norm.eps_b))
         tc = t - self.tail_norm.mean(lay, t)
         r = torch.rsqrt(self.tail_norm.mean(lay, tc * tc, self.tail_norm.eps_b))
         return lay.conv(tc, self.tail_w, None) * r + lay.vec(self.tail_b)
 
 
 class _EncoderStage(nn.Module):
-    """conv or GHPA -> GroupNorm -> 2x2 max-pool -> GELU, with the GroupNorm affine applied after the pool."""
+    """conv or GHPA -> GroupNorm -> 2x2 max-pool -> GELU, with the GroupNorm affine applied after the pool.
 
-    def __init__(self, block: nn.Module, gn: nn.GroupNorm | None, centered: bool) -> None:
+    ``phases=True`` (encoder1): conv + max-pool as a :class:`_PhaseConv`; the GroupNorm statistics are taken over
+    its four phase blocks (together, exactly the full-resolution feature map) and the pool is a max over them."""
+
+    def __init__(self, block: nn.Module, gn: nn.GroupNorm | None, centered: bool, phases: bool = False) -> None:
         super().__init__()
         sign = None if gn is None else torch.where(gn.weight.detach() < 0, -1.0, 1.0)
-        self.block = _FastGHPA(block, out_sign=sign) if isinstance(block, GHPA) else _ConvHolder(block, sign)
-        self.gn = None if gn is None else _GroupNormStats(gn, sign, centered)
+        self.phases = 4 if phases else 1
+        if phases:
+            self.block = _PhaseConv(block, sign)
+        else:
+            self.block = _FastGHPA(block, out_sign=sign) if isinstance(block, GHPA) else _ConvHolder(block, sign)
+        self.gn = None if gn is None else _GroupNormStats(gn, sign, centered, self.phases)
 
     def forward(self, lay: _Layout, x: torch.Tensor) -> torch.Tensor:
         y = self.block(lay, x)
         if self.gn is None:  # encoder6: no norm, no pool
             return F.gelu(y)
         a, b = self.gn(lay, y)
-        return F.gelu(lay.pool2(y) * a + b)
+        pooled = lay.pool2(y) if self.phases == 1 else lay.phase_max(y, self.phases)
+        return F.gelu(pooled * a + b)
+
+
+class _PhaseConv(nn.Module):
+    """A 3x3 convolution (padding 1) whose output is 2x2 max-pooled, computed as one 4x4 stride-2 convolution
+    whose 4 * C_out channels are the four pool phases (block-major: phase (py, px) = channels (2 py + px) * C_out ...).
+
+    Why: encoder1's 3 -> 8 convolution at 256x256 fills 8 of a 16-lane AVX-512 tile (XNNPACK pads the output
+    channels); the phase form fills 32 lanes at 128x128 for 1.8x the MACs, and the max-pool over 256x256x8 becomes
+    a max over four channel blocks at 128x128. Exact: each phase's kernel is the 3x3 kernel placed at offset
+    (py, px) in a zero 4x4 kernel. Output channels may be negated (``sign``, see :class:`_GroupNormStats`)."""
+
+    def __init__(self, conv: nn.Conv2d, sign: torch.Tensor | None) -> None:
+        super().__init__()
+        if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.groups != 1 \
+                or conv.dilation != (1, 1):
+            raise ValueError("_PhaseConv rewrites a plain 3x3, padding-1 convolution")
+        s = torch.ones(conv.out_channels) if sign is None else sign
+        w, b = conv.weight.detach() * s.view(-1, 1, 1, 1), conv.bias.detach() * s
+        c_out, c_in = w.shape[:2]
+        w4 = torch.zeros(4, c_out, c_in, 4, 4)
+        for py in range(2):
+            for px in range(2):
+                w4[2 * py + px, :, :, py:py + 3, px:px + 3] = w
+        self.register_buffer("w", w4.reshape(4 * c_out, c_in, 4, 4))
+        self.register_buffer("b", b.repeat(4))
+
+    def forward(self, lay: _Layout, x: torch.Tensor) -> torch.Tensor:
+        return lay.conv(x, self.w, self.b, padding=1, stride=2)
 
 
 class _DecoderStage(nn.Module):
     """GHPA or conv -> GroupNorm -> (2x bilinear up) -> GELU, plus the deep-supervision 1x1 conv GAB reads as mask.
 
-    The GroupNorm affine runs before the upsampling (a per-channel affine commutes with bilinear resizing)."""
+    The GroupNorm affine runs before the upsampling (a per-channel affine commutes with bilinear resizing). ``head``
+    (decoder5): the final 1x1 convolution's decoder half rides along as a second output channel of the mask conv
+    (one pass over the full-resolution features instead of two), with ``head_bias`` (the folded constants of the
+    network's head) as its bias; the stage then returns (features, mask, logit term)."""
 
-    def __init__(self, block: nn.Module, gn: nn.GroupNorm, gt_conv: nn.Conv2d, up: bool, centered: bool) -> None:
+    def __init__(self, block: nn.Module, gn: nn.GroupNorm, gt_conv: nn.Conv2d, up: bool, centered: bool,
+                 head: nn.Conv2d | None = None, head_bias: torch.Tensor | None = None) -> None:
         super().__init__()
         self.block = _FastGHPA(block) if isinstance(block, GHPA) else _ConvHolder(block, None)
         self.gn = _GroupNormStats(gn, torch.ones(gn.num_channels), centered)
         self.gt = _ConvHolder(gt_conv, None)
+        self.head = head is not None
+        if head is not None:
+            self.gt.w = torch.cat([self.gt.w, head.weight.detach()])
+            self.gt.b = torch.cat([self.gt.b, head.bias.detach() + (0 if head_bias is None else head_bias)])
         self.up = up
 
-    def forward(self, lay: _Layout, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, lay: _Layout, x: torch.Tensor):
         y = self.block(lay, x)
         a, b = self.gn(lay, y)
         y = y * a + b
@@ -335,18 +455,22 @@ class _DecoderStage(nn.Module):
             h, w = lay.hw(y)
             y = lay.resize(y, (2 * h, 2 * w))
         y = F.gelu(y)
+        if self.head:
+            mask, logit = lay.split(self.gt(lay, y), [1, 1])
+            return y, mask, logit
         return y, self.gt(lay, y)
 
 
 class _Head(nn.Module):
-    """final 1x1 conv -> bilinear up to the input size -> sigmoid."""
+    """Final logits (at the last decoder's resolution; the final 1x1 conv is folded into decoder5 and GAB1) ->
+    bilinear up to the input size -> sigmoid."""
 
-    def __init__(self, conv: nn.Conv2d, input_hw: tuple[int, int]) -> None:
+    def __init__(self, input_hw: tuple[int, int]) -> None:
         super().__init__()
-        self.conv, self.input_hw = _ConvHolder(conv, None), tuple(input_hw)
+        self.input_hw = tuple(input_hw)
 
-    def forward(self, lay: _Layout, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(lay.resize(self.conv(lay, x), self.input_hw))
+    def forward(self, lay: _Layout, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(lay.resize(logits, self.input_hw))
 
 
 BLOCKS = ("preprocess", *(f"encoder{i}" for i in range(1, 7)),
@@ -364,7 +488,7 @@ class FastEGEUNet(nn.Module):
     drifted to 5.3e-4, and the default int8 recipes keep the statistics ops float, so they do not need it."""
 
     def __init__(self, net: EGEUNet, input_hw: tuple[int, int] = INPUT_HW, layout: str = "NHWC",
-                 int8_friendly: bool = False) -> None:
+                 int8_friendly: bool = False, phase_encoder1: bool = True) -> None:
         super().__init__()
         self.lay = _Layout(layout)
         self.layout = layout
@@ -377,15 +501,31 @@ class FastEGEUNet(nn.Module):
                 raise ValueError("channel LayerNorm with eps <= 0 is not supported")
         for i in range(1, 7):
             gn = getattr(src, f"ebn{i}") if i < 6 else None
-            setattr(self, f"encoder{i}", _EncoderStage(getattr(src, f"encoder{i}")[0], gn, int8_friendly))
+            setattr(self, f"encoder{i}", _EncoderStage(getattr(src, f"encoder{i}")[0], gn, int8_friendly,
+                                                       phases=phase_encoder1 and i == 1))
+        head = src.final
+        if head.out_channels != 1 or head.kernel_size != (1, 1):
+            raise ValueError("FastEGEUNet folds a 1x1, one-class final convolution")
+        for i in range(1, 6):  # GAB{i} is the bridge at stage i (GAB1: full resolution, folded with the head)
+            gab = getattr(src, f"GAB{i}")
+            setattr(self, f"GAB{i}", _FastGAB(gab, regroup=gab.pre_project.out_channels >= REGROUP_MIN_CHANNELS,
+                                              head=head if i == 1 else None))
         for i in range(1, 6):
+            last = i == 5
             setattr(self, f"decoder{i}", _DecoderStage(getattr(src, f"decoder{i}")[0], getattr(src, f"dbn{i}"),
-                                                       getattr(src, f"gt_conv{i}")[0], i > 1, int8_friendly))
-            setattr(self, f"GAB{i}", _FastGAB(getattr(src, f"GAB{i}")))
-        self.final = _Head(src.final, input_hw)
+                                                       getattr(src, f"gt_conv{i}")[0], i > 1, int8_friendly,
+                                                       head=head if last else None,
+                                                       head_bias=self.GAB1.head_bias if last else None))
+        self.final = _Head(input_hw)
         for m in self.modules():
             if isinstance(m, _FastGHPA):
                 m.prepare(self.lay)
+        for m in self.modules():
+            # every constant contiguous: litert-torch 0.9+ serialises a strided constant (e.g. a transposed matrix
+            # product) in memory order, silently (google-ai-edge/litert-torch#1238); measured here: 0.02-0.99 off
+            for name, b in list(m._buffers.items()):
+                if b is not None:
+                    m._buffers[name] = b.contiguous()
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -397,13 +537,14 @@ class FastEGEUNet(nn.Module):
             skips.append(out)
         out = self.encoder6(lay, out)
         high = out
-        for i in range(1, 6):
+        for i in range(1, 5):
             out, mask = getattr(self, f"decoder{i}")(lay, out)
-            stage = 6 - i  # GAB5 (coarsest) ... GAB1
-            skip = getattr(self, f"GAB{stage}")(lay, high, skips[stage - 1], mask)
-            high = skip
-            out = out + skip
-        return self.final(lay, out)
+            stage = 6 - i  # GAB5 (coarsest) ... GAB2
+            high = getattr(self, f"GAB{stage}")(lay, high, skips[stage - 1], mask)
+            out = out + high
+        # last stage: final(decoder5 + GAB1) with the final 1x1 conv folded into both halves
+        out, mask, logits = self.decoder5(lay, out)
+        return self.final(lay, logits + self.GAB1(lay, high, skips[0], mask))
 
 
 class _ConvHolder(nn.Module):

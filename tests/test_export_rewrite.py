@@ -31,26 +31,28 @@ def inputs(sample_test_set):
     return to_model_input(sample_test_set.images[:6])
 
 
-@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("int8_friendly", [True, False])
-def test_rewrite_equals_deploy_on_real_images(shipped, inputs, layout, int8_friendly):
+@pytest.mark.parametrize(("layout", "int8_friendly", "phase_encoder1"),
+                         [(lay, f8, True) for lay in ("NCHW", "NHWC") for f8 in (True, False)]
+                         + [("NCHW", False, False), ("NHWC", False, False)])
+def test_rewrite_equals_deploy_on_real_images(shipped, inputs, layout, int8_friendly, phase_encoder1):
     net = shipped[0]
     with torch.no_grad():
         want = DeployEGEUNet(copy.deepcopy(net))(inputs)
-    got = _run(FastEGEUNet(net, layout=layout, int8_friendly=int8_friendly), inputs)
+    got = _run(FastEGEUNet(net, layout=layout, int8_friendly=int8_friendly, phase_encoder1=phase_encoder1), inputs)
     assert (got - want).abs().max().item() <= TOL_FP32
     assert dice((got >= 0.5).numpy(), (want >= 0.5).numpy()) >= 0.999
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_sign_fold_is_exact_with_negative_groupnorm_gammas(shipped, inputs, layout):
+@pytest.mark.parametrize("phase_encoder1", [True, False])
+def test_sign_fold_is_exact_with_negative_groupnorm_gammas(shipped, inputs, layout, phase_encoder1):
     net = copy.deepcopy(shipped[0]).double()
     with torch.no_grad():
         for i in range(1, 6):
             getattr(net, f"ebn{i}").weight[::3] *= -1  # max-pool must become a min-pool on these channels
         assert sum(int((getattr(net, f"ebn{i}").weight < 0).sum()) for i in range(1, 6)) > 0
         want = DeployEGEUNet(copy.deepcopy(net))(inputs.double())
-        fast = FastEGEUNet(net, layout=layout).double()
+        fast = FastEGEUNet(net, layout=layout, phase_encoder1=phase_encoder1).double()
     got = _run(fast, inputs.double())
     # float64: this sign-scrambled network amplifies float32 rounding to ~4e-4 between two PyTorch evaluations of
     # itself; in float64 only the rewrite's float32-built constants (1/C averages, fold products) remain
@@ -86,3 +88,33 @@ def test_rejects_variants_it_does_not_implement():
 
     with pytest.raises(ValueError, match="bridge=True, gt_ds=True"):
         FastEGEUNet(create_model("egeunet_nods"))
+
+
+def test_rewrite_stores_each_constant_once(shipped):
+    """The rewrite's constants are the network's parameters plus the folded gates, stored once, and a few small fixed
+    matrices: no gate stored twice (gate * w, gate * b), no C x C group matrices, no C^2 centring matrices in the
+    wide GABs (they were 2.1x the parameters in the first rewrite)."""
+    from egeunet_deploy.model.layers import GHPA
+
+    net = shipped[0]
+    fast = FastEGEUNet(net)
+    deploy = DeployEGEUNet(copy.deepcopy(net))
+    gates = sum(g.numel() for m in deploy.modules() if isinstance(m, GHPA) for g in m.folded_gates)
+    params = sum(p.numel() for p in net.parameters())
+    stored = sum(b.numel() for b in fast.buffers())
+    assert stored <= 1.15 * params + gates, (stored, params, gates)
+
+
+def test_onnx_artifact_names_its_ort_level_and_the_runner_honours_it(onnx_fp32):
+    from egeunet_deploy.export.metadata import read_metadata
+    from egeunet_deploy.export.onnx import ORT_GRAPH_OPTIMIZATION_LEVEL
+    from egeunet_deploy.runtimes.onnx_runner import OnnxRunner
+
+    assert read_metadata(onnx_fp32)["ort_graph_optimization_level"] == ORT_GRAPH_OPTIMIZATION_LEVEL["fast"]
+    info = OnnxRunner(threads=1, device="cpu").load(onnx_fp32).info()
+    assert (info["graph_optimization_level"], info["graph_optimization_level_from"]) == \
+        (ORT_GRAPH_OPTIMIZATION_LEVEL["fast"], "metadata")
+    info = OnnxRunner(threads=1, device="cpu", graph_optimization_level="basic").load(onnx_fp32).info()
+    assert (info["graph_optimization_level"], info["graph_optimization_level_from"]) == ("basic", "option")
+    with pytest.raises(ValueError, match="known: disable, basic, extended, all"):
+        OnnxRunner(threads=1, device="cpu", graph_optimization_level="fastest").load(onnx_fp32)
