@@ -4,10 +4,39 @@
 
 Naive = per-sample PIL decode in a DataLoader, numpy z-score + min-max, per-sample flips / rotation / resize,
 contiguous NCHW tensors, sigmoid outputs with the official BCELoss + Dice. Ours = ``egeunet train``'s inner loop:
-the split decoded once to uint8, one batched augmentation call, channels_last with fused channel LayerNorms,
-the loss from logits. Both run the
-same model, optimizer, batch size and number of steps, interleaved in one process so the ratio is fair on a noisy
-machine. Prints img/s of each and the speed-up; ``--json`` stores the figures.
+the split decoded once to uint8, one batched augmentation call, channels_last with the training fast paths
+(``use_training_fast_paths``), fused AdamW, the loss from logits. Both run the same model, optimizer, batch size and
+number of steps, interleaved in one process so the ratio is fair on a noisy machine. Prints img/s of each and the
+speed-up; ``--json`` stores the figures.
+
+Where a step's time went and what was tried (1 thread, batch 8, 256x256; before: channels_last + fused norms,
+0.45-0.48 s per step, now ~0.35 s; per-op figures are forward+backward, measured while a training run shared the
+machine, so +-20% and often more; kept only what won in an interleaved A/B):
+- kept (``use_training_fast_paths``, ``recipe_loss(fast=True)``, fused AdamW):
+  deep-supervision / final 1-channel upsampling as two matrix products (native backward 7-12 ms per
+  8x1x256x256 map, matrix form 0.7-3.3 ms); the loss with a hand-written BCE+Dice backward (six maps: ~2x
+  faster than autograd through the plain form, which was ~11% of a step); GAB1's 5-channel branches
+  concatenated and LayerNorm'ed in NCHW with a hand-written backward, written straight into channels_last
+  (F.layer_norm on the 5-wide NHWC view: 24 ms each; NCHW: 6-8 ms incl. the layout change), GAB1's x_high
+  upsampled in NCHW by matrices (2.5x faster than native + layout copy); gradients of those layout changes sent
+  back channels_last (with a plain .contiguous() the upstream GELU / max-pool backward ran mixed-layout: 30 ms
+  lost); 1x1 convolutions as F.linear on the NHWC view (at 1 thread they fall to _slow_conv2d: 1.1-1.8x slower,
+  exact same results); a hand-written backward for the 8x8x256x256 GroupNorm (native channels_last backward
+  20-45 ms, this 15-20 ms); fused AdamW (9.8 -> 1.6 ms per step; foreach: 6.7 ms, bit-identical to the default);
+  augmentation normalising on NHWC (no layout copy for the per-image min/max, bit-identical output).
+- no gain, not kept: that LayerNorm by GEMMs on the NHWC view (12 ms at 5 channels, slower from 20 on); the NCHW
+  branch path for GAB2/GAB3 (9/13 channels: no measurable gain) and for GAB1's 20-channel tail (2x slower);
+  torch.var_mean over dim 1 (50x slower than mean + square); multi-channel channels_last upsampling by matrices
+  (slower than native when in and out stay channels_last); GroupNorm in NCHW for the 256x256 stage (2x slower:
+  layout copies, NCHW max-pool); GroupNorm forward statistics by GEMMs, one- or two-pass (no faster, less
+  exact); GroupNorm folded behind the max-pool (3x slower); depthwise convs in NCHW (3-6x slower); dilated
+  depthwise convs as d*d phase images, as one 20-channel conv per dilation, or their weight gradient as a
+  large-kernel conv (all slower: the layout copies or the extra work cost more than oneDNN's dilated kernel);
+  augmentation by gathering uint8 pixels (bit-identical, but 1.4x slower than the batched grid_sample);
+  flush-denormal (no change).
+- left on the fast path (~0.35 s per step): GAB1's dilated depthwise convs (~30 ms, mostly oneDNN's dilated
+  weight gradient), the 8x8x256x256 GroupNorm + max-pool (~30 ms), channels_last cat of narrow tensors (~16 ms),
+  GAB1's 20-channel tail LayerNorm (~16 ms), augmentation (~12 ms), the six 256x256 loss maps (~15 ms).
 """
 
 from __future__ import annotations
@@ -27,7 +56,7 @@ from PIL import Image
 from egeunet_deploy.model import create_model
 from egeunet_deploy.model.augment import augment_batch
 from egeunet_deploy.model.data import find_pairs, load_pairs
-from egeunet_deploy.model.layers import use_fused_norms
+from egeunet_deploy.model.layers import use_training_fast_paths
 from egeunet_deploy.model.train import recipe_loss
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
@@ -99,8 +128,8 @@ def main() -> None:
     data = load_pairs(pairs)
     decode_seconds = time.perf_counter() - t0
     images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
-    net = use_fused_norms(create_model("egeunet").to(memory_format=torch.channels_last))
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    net = use_training_fast_paths(create_model("egeunet").to(memory_format=torch.channels_last))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2, fused=True)
     gen = torch.Generator().manual_seed(0)
 
     def naive_steps(n: int) -> float:

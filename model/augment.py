@@ -24,7 +24,7 @@ def augment_batch(
     is the image's darkest value. Rotation uses nearest-neighbour sampling, torchvision's default there.
     """
     n = images.shape[0]
-    x = minmax_normalize(images.permute(0, 3, 1, 2))
+    x = minmax_normalize(images).permute(0, 3, 1, 2)  # on NHWC: no layout copy for the per-image min/max
     y = masks.unsqueeze(1).float()
     draws = torch.rand(n, 4, generator=gen)
     hflip, vflip, rotate = draws[:, 0] < p_flip, draws[:, 1] < p_flip, draws[:, 2] < p_rotate

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GAB, GHPA
+from .layers import GAB, GHPA, resize_bilinear
 
 __all__ = ["EGEUNet", "DeployEGEUNet", "ModelCfg", "create_model", "list_models"]
 
@@ -60,6 +60,7 @@ class EGEUNet(nn.Module):
             raise ValueError(f"c_list needs 6 stage widths, got {len(c)}")
         self.cfg = ModelCfg(num_classes, input_channels, tuple(c), bridge, gt_ds)
         self.bridge, self.gt_ds = bridge, gt_ds
+        self.fast_resize = False  # training fast path, see layers.use_training_fast_paths
 
         def conv3(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1))
@@ -116,7 +117,11 @@ class EGEUNet(nn.Module):
                 skip = getattr(self, f"GAB{stage}")(high, skip, mask)
             high = skip
             out = out + skip
-        logits = _up2(self.final(out))
+        logits = self.final(out)
+        if self.fast_resize:
+            logits = resize_bilinear(logits, (2 * logits.shape[2], 2 * logits.shape[3]), fast=True)
+        else:
+            logits = _up2(logits)
         return ds_logits, logits
 
     def forward(self, x: torch.Tensor):

@@ -14,7 +14,16 @@ from egeunet_deploy.model import DeployEGEUNet, create_model, list_models
 from egeunet_deploy.model.checkpoint import WeightsError, load_model
 from egeunet_deploy.model.ege_unet import fold_all_gates
 from egeunet_deploy.model.info import count_macs
-from egeunet_deploy.model.layers import GHPA, ChannelLayerNorm, use_fused_norms
+from egeunet_deploy.model.layers import (
+    GHPA,
+    ChannelLayerNorm,
+    _ChannelsLastGroupNorm,
+    _NchwChannelLayerNorm,
+    resize_bilinear,
+    use_fused_norms,
+    use_training_fast_paths,
+)
+from egeunet_deploy.model.train import recipe_loss
 
 REFERENCE_TSV = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official_state_dict_keys.tsv"
 
@@ -189,3 +198,51 @@ def test_fused_channel_layernorm_equals_explicit_forward_and_backward(shipped):
     for (name, a), b in zip(explicit.named_parameters(), fused.parameters(), strict=True):
         relative = float((b.grad - a.grad).norm() / a.grad.norm().clamp_min(1e-12))
         assert relative < 1e-3, f"{name}: gradients differ by {relative:.2e} (relative L2)"
+
+
+def test_training_fast_paths_equal_plain_model_forward_and_backward(shipped):
+    """The trainer's fast paths (NCHW narrow GAB branches, 1x1 convs as GEMMs, matrix upsampling, in the model and in
+    the loss) compute the plain channels_last model's function: same outputs, loss and gradients to float rounding."""
+    net, _ = shipped
+    plain = use_fused_norms(copy.deepcopy(net).to(memory_format=torch.channels_last)).train()
+    fast = use_training_fast_paths(copy.deepcopy(net).to(memory_format=torch.channels_last)).train()
+    assert fast.fast_resize and fast.GAB1.fast_resize
+    assert "forward" in fast.final.__dict__ and "forward" in fast.ebn1.__dict__  # 1x1 conv, GroupNorm overrides
+    x = (torch.rand(2, 3, 256, 256) * 255).contiguous(memory_format=torch.channels_last)  # 256: the GroupNorm path
+    y = (torch.rand(2, 1, 256, 256) > 0.6).float()
+    ds_p, out_p = plain.forward_logits(x)
+    ds_f, out_f = fast.forward_logits(x)
+    torch.testing.assert_close(out_f, out_p, atol=1e-4, rtol=1e-5)
+    for a, b in zip(ds_f, ds_p, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+    loss_p = recipe_loss(ds_p, out_p, y, fast=False)
+    loss_f = recipe_loss(ds_f, out_f, y, fast=True)
+    torch.testing.assert_close(loss_f, loss_p, atol=1e-5, rtol=1e-5)
+    loss_p.backward()
+    loss_f.backward()
+    for (name, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        relative = float((b.grad - a.grad).norm() / a.grad.norm().clamp_min(1e-12))
+        assert relative < 1e-3, f"{name}: gradients differ by {relative:.2e} (relative L2)"
+    # switching back restores the plain computation (no instance forward left behind)
+    use_training_fast_paths(fast, False)
+    assert not fast.fast_resize and "forward" not in fast.final.__dict__ and "forward" not in fast.ebn1.__dict__
+    assert not any(m.fused for m in fast.modules() if isinstance(m, ChannelLayerNorm))
+
+
+def test_fast_resize_and_nchw_layernorm_match_reference_ops():
+    x = torch.randn(3, 1, 16, 24)
+    torch.testing.assert_close(resize_bilinear(x, (256, 96), fast=True),
+                               F.interpolate(x, size=(256, 96), mode="bilinear", align_corners=True),
+                               atol=1e-6, rtol=1e-6)
+    xd = torch.randn(2, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: _NchwChannelLayerNorm.apply(*t, 1e-6), (xd, w, b))
+    ref = F.layer_norm(xd.permute(0, 2, 3, 1), (5,), w, b, 1e-6).permute(0, 3, 1, 2)
+    torch.testing.assert_close(_NchwChannelLayerNorm.apply(xd, w, b, 1e-6), ref)
+    xg = (torch.randn(2, 8, 5, 6, dtype=torch.float64) * 3 + 2).contiguous(memory_format=torch.channels_last)
+    wg = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    bg = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: _ChannelsLastGroupNorm.apply(t[0], 4, t[1], t[2], 1e-5),
+                                    (xg.requires_grad_(), wg, bg))
+

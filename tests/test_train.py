@@ -49,6 +49,22 @@ def test_loss_equals_official_gt_bce_dice():
     torch.testing.assert_close(bce_dice(logits, y), official_bce_dice(prob, y), atol=1e-6, rtol=1e-6)
 
 
+def test_fast_recipe_loss_equals_plain_value_and_gradient():
+    """recipe_loss(fast=True) (matrix upsampling + hand-written BCE/Dice backward) is the plain loss, gradients too."""
+    g = torch.Generator().manual_seed(1)
+    y = (torch.rand(3, 1, 64, 64, generator=g) > 0.6).float()
+    y[0] = torch.rand(1, 64, 64, generator=g)  # soft targets too: the formula must not assume {0, 1}
+    logits = (torch.randn(3, 1, 64, 64, generator=g) * 6).requires_grad_()  # some saturated
+    ds = [(torch.randn(3, 1, s, s, generator=g) * 3).requires_grad_() for s in (2, 4, 8, 16, 32)]
+    plain = recipe_loss(ds, logits, y, fast=False)
+    grads_plain = torch.autograd.grad(plain, [logits, *ds])
+    fast = recipe_loss(ds, logits, y, fast=True)
+    grads_fast = torch.autograd.grad(fast, [logits, *ds])
+    torch.testing.assert_close(fast, plain, atol=1e-6, rtol=1e-6)
+    for a, b in zip(grads_fast, grads_plain, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-8, rtol=1e-4)
+
+
 def test_augmentation_draws_per_sample_and_keeps_pairs_aligned():
     images = torch.zeros(16, 64, 64, 3, dtype=torch.uint8)
     images[:, 8:24, 8:40] = 200  # an off-centre bright block
