@@ -15,6 +15,7 @@ from export_fixtures import (  # noqa: F401  (fixtures)
     AGREE_INT8_FLOOR,
     agreement,
     assert_fp32_close,
+    assert_same_masks,
     calib_path,
     reference_probs,
     run_onnx,
@@ -63,7 +64,7 @@ def test_baked_preprocessing_equals_contract_in_python(onnx_dir, sample_test_set
     sess = ort.InferenceSession(str(onnx_dir / "egeunet_fp32_raw.onnx"), providers=["CPUExecutionProvider"])
     contract = np.concatenate([sess.run(["prob"], {"image": to_model_input(images[i : i + 1]).numpy()})[0]
                                for i in range(len(images))])[:, 0]
-    assert np.array_equal(baked >= CONTRACT.threshold, contract >= CONTRACT.threshold)
+    assert_same_masks(baked, contract)
     assert np.abs(baked - contract).max() <= 1e-5
 
 
@@ -81,7 +82,7 @@ def test_wrapper_equals_contract_in_torch(shipped, sample_test_set):
         nhwc = deploy_module(net, IOSpec("NHWC", baked=True))(torch.from_numpy(images[:3]))[..., 0]
     assert torch.equal(nchw, want)
     assert (nhwc - want[:3]).abs().max().item() <= 1e-4
-    assert torch.equal(nhwc >= 0.5, want[:3] >= 0.5)
+    assert_same_masks(nhwc.numpy(), want[:3].numpy())
 
 
 def test_folded_gates_equal_unfolded(shipped, sample_test_set):
