@@ -100,6 +100,49 @@ class _E2E:
         return {"decode": t1 - t0, "resize": t2 - t1, "infer": t3 - t2, "postprocess": t4 - t3, "total": t4 - t0}
 
 
+CONTENTION_WARN_CORES = 0.25
+"""Warn when other processes kept more than this many CPU cores busy, on average, while the benchmark ran."""
+
+
+def _cpu_busy_seconds() -> float | None:
+    """CPU time all processes on this host have spent busy since boot (Linux /proc/stat), None elsewhere."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class ContentionMeter:
+    """How many cores *other* processes kept busy while we measured: host busy time minus this process's CPU time,
+    over the wall time. Why: latency on a shared machine is inflated and noisy (a training run on the other core of
+    this 2-vCPU host turned 13 ms into 18-31 ms, and PyTorch at 2 threads into a second), and the figures alone do
+    not say so; the report must."""
+
+    def __init__(self) -> None:
+        self.wall0, self.own0, self.busy0 = time.perf_counter(), time.process_time(), _cpu_busy_seconds()
+
+    def stop(self) -> dict:
+        busy1 = _cpu_busy_seconds()
+        wall = time.perf_counter() - self.wall0
+        if self.busy0 is None or busy1 is None or wall <= 0:
+            return {"other_processes_cores": None, "note": "no /proc/stat here: contention not measured"}
+        others = max(0.0, (busy1 - self.busy0) - (time.process_time() - self.own0)) / wall
+        return {"other_processes_cores": round(others, 3), "seconds": round(wall, 1)}
+
+
+def contention_warning(records: list[dict]) -> str | None:
+    """A plain warning when the benchmark shared the CPU with other work (None when it did not or was unmeasured)."""
+    host = next((r.get("host") for r in records if r.get("host")), None) or {}
+    cores = (host.get("contention") or {}).get("other_processes_cores")
+    if cores is None or cores <= CONTENTION_WARN_CORES:
+        return None
+    return (f"warning: other processes kept {cores:.2f} of {host.get('cpu_count')} CPU cores busy during this "
+            f"benchmark: absolute latencies are inflated and noisy; ratios between artifacts (interleaved) hold "
+            f"better. Stop other work for figures to publish.")
+
+
 def _record(path: Path) -> dict:
     return {"artifact": str(path), "name": path.name, "size_bytes": artifact_size(path) if path.exists() else None,
             "device": None, "status": "ok", "reason": None, "runtime": None, "results": []}
@@ -134,6 +177,7 @@ def bench_host(
     e2e_runs = min(runs, 20) if e2e_runs is None else e2e_runs
     records = [_record(p) for p in paths]
     host = host_info()
+    meter = ContentionMeter()
     steps = [(t, phase) for t in threads for phase in ("load", "warmup", "timed", "e2e")]
     bar = None
     if progress:
@@ -206,6 +250,7 @@ def bench_host(
         gc.collect()
     if bar is not None:
         bar.close()
+    host["contention"] = meter.stop()
     for rec in records:
         rec["host"] = host
         rec["image"] = str(image)
@@ -254,6 +299,9 @@ def summary_lines(records: list[dict]) -> list[str]:
                          f"{f(x.get('peak_rss_mb'), '.0f'):>6}")
     lines.append("milliseconds; latency = Runner.run on one image, interleaved across artifacts in one process; "
                  "+MB = RSS the runner added at load, peakMB = whole process")
+    warning = contention_warning(records)
+    if warning:
+        lines.append(warning)
     return lines
 
 

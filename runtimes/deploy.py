@@ -18,6 +18,7 @@ from pathlib import Path
 from egeunet_deploy.model.checkpoint import atomic_write_bytes
 
 from . import report as rep
+from .bench import contention_warning
 
 
 def _say(msg: str, quiet: bool = False) -> None:
@@ -218,8 +219,11 @@ def deploy_html(result: dict, drift: dict | None, bench_png: str) -> str:
             "on this host (compare within this page only). Details: <a href='drift/report.html'>drift report</a>, "
             "<a href='drift/drift.json'>drift.json</a>, <a href='bench/bench.json'>bench.json</a>, "
             "<a href='deploy.json'>deploy.json</a>.</p>",
-            "<h2>Latency</h2>", rep.img(f"bench/{bench_png}", "latency"),
-            rep.bench_table(result["bench"])]
+            "<h2>Latency</h2>"]
+    warning = contention_warning(result["bench"])
+    if warning:
+        body.append(f"<p class='note'><b>{rep.esc(warning)}</b></p>")
+    body += [rep.img(f"bench/{bench_png}", "latency"), rep.bench_table(result["bench"])]
     if drift is not None:
         body += ["<h2>Accuracy drift</h2>", rep.drift_body(drift, prefix="drift/")]
     verdict = "PASSED" if result["passed"] else "FAILED"

@@ -4,6 +4,9 @@ plainly absent (or used when present), clear errors. Timings are not asserted (n
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,14 @@ import torch
 
 from egeunet_deploy.main import main
 from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS
-from egeunet_deploy.runtimes.bench import bench_host, latency_stats, parse_threads
+from egeunet_deploy.runtimes.bench import (
+    ContentionMeter,
+    bench_host,
+    contention_warning,
+    latency_stats,
+    parse_threads,
+    summary_lines,
+)
 
 
 def test_parse_threads():
@@ -52,6 +62,7 @@ def test_cli_single_artifact_json(onnx_fp32, tmp_path, capsys):
         assert e2e["n"] == 3 and all(v > 0 for v in e2e["breakdown_mean"].values())
         assert sum(e2e["breakdown_mean"].values()) == pytest.approx(e2e["mean"], rel=1e-6)
     assert data["runtime"]["backend"] == "onnxruntime" and data["host"]["cpu_count"] >= 1
+    assert "other_processes_cores" in data["host"]["contention"]  # how busy the host was while we measured
     text = capsys.readouterr().out
     assert "p50" in text and onnx_fp32.name in text
     if not torch.cuda.is_available():
@@ -91,3 +102,37 @@ def test_cli_errors(onnx_fp32, tmp_path, capsys):
     assert main(["bench", "--artifact", str(onnx_fp32), "--use-gpu", "--no-progress"]) == 2
     assert "--device android" in capsys.readouterr().err
     assert main(["bench", "--artifact", str(onnx_fp32), "--threads", "0", "--no-progress"]) == 2
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="contention is measured from /proc/stat (Linux)")
+def test_contention_meter_counts_other_processes_not_ours():
+    """A busy child process shows up as ~1 other core; the same spin in this process does not. Differential, so
+    whatever else runs on the host (CI neighbours, a training run) cancels out."""
+    meter = ContentionMeter()
+    _spin(1.0)
+    own = meter.stop()["other_processes_cores"]
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.perf_counter() + 1.5\n"
+                              "while time.perf_counter() < end: pass"])
+    time.sleep(0.2)  # interpreter start-up
+    meter = ContentionMeter()
+    time.sleep(1.0)
+    other = meter.stop()["other_processes_cores"]
+    child.wait()
+    assert other - own >= 0.6, (own, other)
+
+
+def test_contention_warning_only_above_threshold():
+    def records(cores):
+        return [{"name": "a.onnx", "status": "ok", "results": [],
+                 "host": {"cpu_count": 2, "contention": {"other_processes_cores": cores}}}]
+
+    assert contention_warning(records(0.1)) is None
+    assert contention_warning(records(None)) is None
+    assert "0.90 of 2 CPU cores" in contention_warning(records(0.9))
+    assert any("0.90 of 2" in line for line in summary_lines(records(0.9)))
