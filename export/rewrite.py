@@ -91,13 +91,16 @@ class _Layout:
     def phase_max(self, x: torch.Tensor, phases: int) -> torch.Tensor:
         """Max over ``phases`` consecutive channel blocks (block-major channels): the 2x2 max-pool of a
         :class:`_PhaseConv`. NHWC: a (1, phases) max-pool over the pixels-by-phases view (no copy, one pooling
-        kernel); NCHW: ReduceMax over the phase axis."""
+        kernel); NCHW: element-wise maxima of the phase blocks."""
         if self.nhwc:
             n, h, w, c = x.shape
             v = x.reshape(n, h * w, phases, c // phases)
             return self._nchw(lambda t: F.max_pool2d(t, (1, phases), (1, phases)), v).reshape(n, h, w, c // phases)
-        n, c, h, w = x.shape
-        return x.reshape(n, phases, c // phases, h, w).amax(dim=1)
+        blocks = torch.split(x, x.shape[1] // phases, dim=1)
+        out = blocks[0]
+        for b in blocks[1:]:  # element-wise Max: ORT's ReduceMax over a 5-D view ran 1.3 ms, 7% of the graph
+            out = torch.maximum(out, b)
+        return out
 
     def resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(self.hw(x)) == tuple(size):
