@@ -5,7 +5,8 @@
 Naive = per-sample PIL decode in a DataLoader, numpy z-score + min-max, per-sample flips / rotation / resize,
 contiguous NCHW tensors, sigmoid outputs with the official BCELoss + Dice. Ours = ``egeunet train``'s inner loop:
 the split decoded once to uint8, one batched augmentation call, channels_last with the training fast paths
-(``use_training_fast_paths``), fused AdamW, the loss from logits. Both run the same model, optimizer, batch size and
+(``use_training_fast_paths``), fused AdamW, the loss from logits, freed memory kept by malloc (``keep_freed_memory``,
+process-wide: the naive loop gets it too). Both run the same model, optimizer, batch size and
 number of steps, interleaved in one process so the ratio is fair on a noisy machine. Prints img/s of each and the
 speed-up; ``--json`` stores the figures.
 
@@ -24,6 +25,27 @@ machine, so +-20% and often more; kept only what won in an interleaved A/B):
   exact same results); a hand-written backward for the 8x8x256x256 GroupNorm (native channels_last backward
   20-45 ms, this 15-20 ms); fused AdamW (9.8 -> 1.6 ms per step; foreach: 6.7 ms, bit-identical to the default);
   augmentation normalising on NHWC (no layout copy for the per-image min/max, bit-identical output).
+- kept later (session 3, 1 thread, interleaved op-level A/B in process CPU time, a training run on the other core):
+  glibc malloc told to keep freed memory (``train.keep_freed_memory``: each step had 4,000-6,600 page faults,
+  9-13 ms of system time, now 0-1 ms; the 16 MB max-pool backward zero-fill was the visible symptom, 12 ms);
+  the GroupNorm backward's element-wise part on a (pixels / 32, 256) view with tiled coefficients instead of
+  (pixels, 8) with broadcast ones (an 8-wide innermost dimension barely vectorises: addcmul 4.5 -> 1.45 ms;
+  backward 10.2 -> 7.3 ms, bit-identical).
+  Whole loop after these, 1 thread, a training run on the other core: 1.81x (naive 9.5, ours 17.2 img/s; the
+  machine was slower than for the quiet 2.17 / 1.97 / 1.83x runs). 2 threads could not be measured beside the
+  training run: with one of the two threads sharing a core with it, every parallel region waits on the
+  descheduled thread and 12 steps did not finish in 5 minutes; the quiet-machine figure (1.71x) stands. The
+  serial floor of a step (Python, dispatch, autograd, measured on a 1x3x32x32 batch) is ~30 ms of ~350, which
+  caps 2 threads at ~1.85x over 1 thread; our loop got 1.24x on a quiet machine, so the rest of the gap is in
+  kernels (small maps, memory-bound element-wise ops), still to be profiled on a quiet machine.
+- no gain, not kept (session 3): the GroupNorm backward's channel sums as element-wise reductions on that wide
+  view instead of bmm (2.5x slower: a reduction over the middle dimension); max-pool 2x2 as two cascaded
+  ``torch.maximum`` of strided views with first-index tie-breaking (forward 1.6 vs 7.8 ms, but the backward's
+  masked writes into strided halves made fwd+bwd 1.5-2x slower than native; with ``torch.where``, 7x slower);
+  the GroupNorm forward on that wide view (4x slower than native); the first conv with its 3 input channels padded
+  to 4 or 8 (slower); BCE's softplus as ``z - logsigmoid(z)`` or
+  ``binary_cross_entropy_with_logits(reduction="sum")`` (same or slower); the loss's per-image dots as one
+  ``mm`` + diagonal (0.46-0.61 vs 0.35 ms per map at 1 thread).
 - no gain, not kept: that LayerNorm by GEMMs on the NHWC view (12 ms at 5 channels, slower from 20 on); the NCHW
   branch path for GAB2/GAB3 (9/13 channels: no measurable gain) and for GAB1's 20-channel tail (2x slower);
   torch.var_mean over dim 1 (50x slower than mean + square); multi-channel channels_last upsampling by matrices
@@ -57,7 +79,7 @@ from egeunet_deploy.model import create_model
 from egeunet_deploy.model.augment import augment_batch
 from egeunet_deploy.model.data import find_pairs, load_pairs
 from egeunet_deploy.model.layers import use_training_fast_paths
-from egeunet_deploy.model.train import recipe_loss
+from egeunet_deploy.model.train import keep_freed_memory, recipe_loss
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
 
@@ -116,6 +138,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as `egeunet train` does; process-wide, so the naive loop gets it too
     batch = 8
     pairs, _ = find_pairs(args.data, "train")
     pairs = pairs[: batch * args.steps * 2]

@@ -156,9 +156,22 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         mean_grp_gx = rstd * (sum_g_centered * weight).view(n, groups, per_group).sum(2) / count
         coef_x = -(rstd * rstd * mean_grp_gx)
         const = (-coef_x * mean - rstd * mean_grp_g).repeat_interleave(per_group, 1)
-        grad_x = torch.addcmul(const[:, None], g_rows, (rstd_c * weight)[:, None])
-        grad_x.addcmul_(rows, coef_x.repeat_interleave(per_group, 1)[:, None])
+        # The per-channel coefficients broadcast along the pixels. With only c (8) values in the innermost dimension
+        # the element-wise kernels barely vectorise (4x slower), so view the rows as (pixels / k, k * c) and tile
+        # the coefficients k times: the same products, a long contiguous inner dimension.
+        k = _tile_pixels(h * w, c)
+        g_wide, x_wide = g_rows.reshape(n, h * w // k, k * c), rows.reshape(n, h * w // k, k * c)
+        grad_x = torch.addcmul(const.repeat(1, k)[:, None], g_wide, (rstd_c * weight).repeat(1, k)[:, None])
+        grad_x.addcmul_(x_wide, coef_x.repeat_interleave(per_group, 1).repeat(1, k)[:, None])
         return grad_x.view(n, h, w, c).permute(0, 3, 1, 2), None, grad_weight, grad_bias, None
+
+
+def _tile_pixels(pixels: int, channels: int, width: int = 256) -> int:
+    """Largest k dividing ``pixels`` with k * channels <= max(width, channels): pixels per row of a wide view."""
+    k = max(1, width // channels)
+    while pixels % k:
+        k -= 1
+    return k
 
 
 def _group_norm_fast(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,8 @@ eta_min 1e-5) stepped once per epoch, batch 8, 256 x 256, random horizontal/vert
 Why it is fast: the split is decoded once into a uint8 tensor; augmentation is one batched ``grid_sample``;
 the network runs channels_last with the training fast paths of :func:`layers.use_training_fast_paths` (fused
 channel LayerNorms, NCHW narrow GAB branches, 1x1 convolutions as GEMMs, a faster GroupNorm backward,
-single-channel upsampling as matrix products), the loss has a hand-written backward, AdamW is fused;
+single-channel upsampling as matrix products), the loss has a hand-written backward, AdamW is fused, malloc
+keeps freed memory (:func:`keep_freed_memory`: no page faults per step);
 ``torch.compile`` measured no gain and costs minutes to compile.
 ``bench/train_speed.py`` measures it against a naive loop.
 
@@ -20,6 +21,8 @@ weights (``tests/test_train.py`` kills one with SIGKILL to prove it).
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import io
 import json
 import math
@@ -131,6 +134,24 @@ def recipe_loss(ds_logits: list[torch.Tensor], logits: torch.Tensor, target: tor
     return loss
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the kernel (training only).
+
+    A step allocates and frees the same large buffers every time (a 8x8x256x256 map is 16 MB); by default glibc
+    gives many back (mmap for large blocks, heap trimming), and the next step pays 4,000-6,600 page faults for fresh
+    zeroed pages: measured 9-13 ms of system time per 0.35 s step at 1 thread, 0-1 ms with blocks up to 256 MB
+    taken from the heap and freed heap kept up to 1 GB. Process-wide, no effect on results, the peak footprint is
+    the same. Returns False where it does not apply (not glibc).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc <malloc.h>
+    return bool(mallopt(m_mmap_threshold, 256 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
 def epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1009 + rank)
 
@@ -186,6 +207,7 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
     rank, world = _dist_info()
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // world)
     torch.set_num_threads(threads)
+    keep_freed_memory()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
 
     last_path = out_dir / "last.pt"

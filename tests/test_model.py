@@ -245,4 +245,11 @@ def test_fast_resize_and_nchw_layernorm_match_reference_ops():
     bg = torch.randn(8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *t: _ChannelsLastGroupNorm.apply(t[0], 4, t[1], t[2], 1e-5),
                                     (xg.requires_grad_(), wg, bg))
+    # the backward's wide (pixels / k, k * c) views: a prime pixel count (k = 1) and 12 channels in 3 groups
+    for shape, groups in (((1, 8, 1, 31), 4), ((2, 12, 4, 5), 3)):
+        xk = (torch.randn(*shape, dtype=torch.float64) + 1).contiguous(memory_format=torch.channels_last)
+        wk = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+        bk = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda *t, g=groups: _ChannelsLastGroupNorm.apply(t[0], g, t[1], t[2], 1e-5),
+                                        (xk.requires_grad_(), wk, bk))
 
