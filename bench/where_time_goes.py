@@ -42,9 +42,13 @@ def profile(path: Path, runs: int, warmup: int) -> dict:
     import onnxruntime as ort
 
     from egeunet_deploy.export.metadata import read_metadata
-    from egeunet_deploy.runtimes.onnx_runner import graph_optimization_level
+    from egeunet_deploy.runtimes.onnx_runner import (
+        DEFAULT_GRAPH_OPTIMIZATION_LEVEL,
+        METADATA_LEVEL_KEY,
+        graph_optimization_level,
+    )
 
-    level = read_metadata(path).get("ort_graph_optimization_level", "all")
+    level = read_metadata(path).get(METADATA_LEVEL_KEY, DEFAULT_GRAPH_OPTIMIZATION_LEVEL)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
