@@ -8,6 +8,7 @@ there carries; ``tests/test_model.py`` checks them against ``official_state_dict
 from __future__ import annotations
 
 import types
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,11 @@ class ChannelLayerNorm(nn.Module):
         if self.fused:
             if self.small_nchw and x.shape[1] <= _NCHW_LN_MAX_CHANNELS and x.is_contiguous():
                 return _NchwChannelLayerNorm.apply(x, self.weight, self.bias, self.eps)
-            nhwc = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+            nhwc = x.permute(0, 2, 3, 1)
+            if torch.is_grad_enabled() and torch.get_num_threads() > 1:
+                nhwc = _NhwcLayerNorm.apply(nhwc, self.weight, self.bias, self.eps)
+            else:
+                nhwc = F.layer_norm(nhwc, (x.shape[1],), self.weight, self.bias, self.eps)
             return nhwc.permute(0, 3, 1, 2)
         mean = x.mean(1, keepdim=True)
         centered = x - mean
@@ -51,6 +56,51 @@ def use_fused_norms(net: nn.Module, fused: bool = True) -> nn.Module:
         if isinstance(m, ChannelLayerNorm):
             m.fused = fused
     return net
+
+
+@contextmanager
+def _single_thread():
+    """Run the enclosed kernels on one intra-op thread (the calling thread's OpenMP setting), then restore it."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _NhwcLayerNorm(torch.autograd.Function):
+    """``F.layer_norm`` over the last (channel) dimension, whose weight and bias gradients run on one thread.
+
+    PyTorch's CPU LayerNorm backward accumulates the weight and bias gradients in one row of ``channels`` floats per
+    thread. With EGE-UNet's 9-36 channels two threads' rows share cache lines, and at 2 threads that part took 14.5 ms
+    instead of 4.8 ms at 8x128x128x20 (the whole backward 14.7 ms at 2 threads vs 6.7 ms at 1; it was the only op
+    that got slower with a second thread, ~30 ms of a 2-thread training step). The input gradient still uses every
+    thread (4.2 -> 1.8 ms). Both halves are the native kernel, so results are those of ``F.layer_norm``'s backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        shape = [x.shape[-1]]
+        out, mean, rstd = torch.ops.aten.native_layer_norm(x, shape, weight, bias, eps)
+        ctx.save_for_backward(x, mean, rstd, weight, bias)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, mean, rstd, weight, bias = ctx.saved_tensors
+        shape = [x.shape[-1]]
+        layer_norm_backward = torch.ops.aten.native_layer_norm_backward
+        grad_x = layer_norm_backward(grad, x, shape, mean, rstd, weight, bias, [True, False, False])[0]
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            with _single_thread():
+                _, grad_weight, grad_bias = layer_norm_backward(grad, x, shape, mean, rstd, weight, bias,
+                                                                [False, True, True])
+        return grad_x, grad_weight, grad_bias, None
 
 
 # Up to this many channels a channel LayerNorm is faster on an NCHW tensor (GAB1's 5-channel branches: 6 vs 24 ms
@@ -166,6 +216,66 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         return grad_x.view(n, h, w, c).permute(0, 3, 1, 2), None, grad_weight, grad_bias, None
 
 
+def _phase_images(x: torch.Tensor, dilation: int) -> torch.Tensor:
+    """(n, c, h, w) channels_last -> its ``dilation**2`` phase sub-images ``x[..., i::d, j::d]`` as a channels_last
+    batch (n * d * d, c, ceil(h / d), ceil(w / d)), zero-padded at the bottom and right where h or w is not a
+    multiple of d. A 3x3 convolution with dilation d and padding d is a plain 3x3 convolution (padding 1) of each
+    phase image, and the zeros stand exactly where the dilated one reads its own zero padding."""
+    n, c, h, w = x.shape
+    hp, wp = -(-h // dilation), -(-w // dilation)
+    nhwc = x.permute(0, 2, 3, 1)
+    if (hp * dilation, wp * dilation) != (h, w):
+        nhwc = F.pad(nhwc, (0, 0, 0, wp * dilation - w, 0, hp * dilation - h))
+    phases = nhwc.reshape(n, hp, dilation, wp, dilation, c).permute(0, 2, 4, 1, 3, 5)
+    return phases.reshape(n * dilation * dilation, hp, wp, c).permute(0, 3, 1, 2)
+
+
+class _DilatedDepthwiseConv(torch.autograd.Function):
+    """A 3x3 depthwise convolution with dilation d > 1 and 'same' padding d (GAB's branches), with a faster backward.
+
+    oneDNN's forward of these convolutions is fast, its backward is not (8x5x128x128, d = 2: forward 0.8 ms, backward
+    6.5-10 ms, against 2.6 ms for d = 1). The input gradient of a stride-1 'same' convolution is the forward
+    convolution of the gradient with the flipped kernel (0.7-1.1 ms there, vs 1.7-3.7 ms); the weight and bias
+    gradients are those of the undilated convolution over the d*d phase images of input and gradient
+    (:func:`_phase_images`), where oneDNN's fast kernel applies (two copies + 1.5 ms, vs ~5 ms). Same sums in another
+    order: gradients agree to ~1e-5 relative.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, dilation):
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        return F.conv2d(x, weight, bias, 1, dilation, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        d, channels = ctx.dilation, x.shape[1]
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad, weight.flip(-1, -2), None, 1, d, d, channels)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                _phase_images(grad, d), _phase_images(x, d), weight, [channels], [1, 1], [1, 1], [1, 1], False,
+                [0, 0], channels, [False, True, ctx.needs_input_grad[2]])
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _dilated_depthwise_fast(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """:class:`_DilatedDepthwiseConv` for a channels_last input while gradients are recorded, the module otherwise."""
+    if torch.is_grad_enabled() and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return _DilatedDepthwiseConv.apply(x, conv.weight, conv.bias, conv.dilation[0])
+    return nn.Conv2d.forward(conv, x)
+
+
+def _is_dilated_depthwise_same(conv: nn.Conv2d) -> bool:
+    d = conv.dilation[0]
+    return (conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.dilation == (d, d) and d > 1
+            and conv.padding == (d, d) and conv.groups == conv.in_channels == conv.out_channels
+            and conv.padding_mode == "zeros")
+
+
 def _tile_pixels(pixels: int, channels: int, width: int = 256) -> int:
     """Largest k dividing ``pixels`` with k * channels <= max(width, channels): pixels per row of a wide view."""
     k = max(1, width // channels)
@@ -233,7 +343,8 @@ def use_training_fast_paths(net: nn.Module, fast: bool = True) -> nn.Module:
     Every switch computes the same function to float rounding (``tests/test_model.py`` compares outputs and
     gradients with the plain model): fused channel LayerNorms (:func:`use_fused_norms`), GAB branches of at most 8
     channels normalised in NCHW (:class:`GAB`), 1x1 convolutions as GEMMs, a faster GroupNorm backward on large
-    maps, single-channel upsampling as matrix products (modules with a ``fast_resize`` attribute). Parameters and
+    maps, a faster backward for GAB's dilated depthwise convolutions, single-channel upsampling as matrix products
+    (modules with a ``fast_resize`` attribute). Parameters and
     state_dict keys are untouched, so checkpoints and the export path never see the difference. Measured
     per-switch effect: ``bench/train_speed.py``'s docstring.
     """
@@ -244,6 +355,7 @@ def use_training_fast_paths(net: nn.Module, fast: bool = True) -> nn.Module:
         if hasattr(m, "fast_resize"):
             m.fast_resize = fast
         override = (_pointwise_as_linear if isinstance(m, nn.Conv2d) and _is_pointwise(m)
+                    else _dilated_depthwise_fast if isinstance(m, nn.Conv2d) and _is_dilated_depthwise_same(m)
                     else _group_norm_fast if isinstance(m, nn.GroupNorm) else None)
         if override is not None:
             if fast:

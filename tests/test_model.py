@@ -18,7 +18,9 @@ from egeunet_deploy.model.layers import (
     GHPA,
     ChannelLayerNorm,
     _ChannelsLastGroupNorm,
+    _DilatedDepthwiseConv,
     _NchwChannelLayerNorm,
+    _NhwcLayerNorm,
     resize_bilinear,
     use_fused_norms,
     use_training_fast_paths,
@@ -253,3 +255,55 @@ def test_fast_resize_and_nchw_layernorm_match_reference_ops():
         assert torch.autograd.gradcheck(lambda *t, g=groups: _ChannelsLastGroupNorm.apply(t[0], g, t[1], t[2], 1e-5),
                                         (xk.requires_grad_(), wk, bk))
 
+
+
+def test_multithread_layernorm_backward_equals_native_and_restores_threads():
+    """The 2-thread training LayerNorm (weight/bias gradients on one thread) is F.layer_norm's function and gradient,
+    and leaves the caller's thread count as it found it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = (torch.randn(2, 6, 7, 9, dtype=torch.float64) * 3 + 1).requires_grad_()
+        w = torch.randn(9, dtype=torch.float64, requires_grad=True)
+        b = torch.randn(9, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda *t: _NhwcLayerNorm.apply(*t, 1e-6), (x, w, b))
+        assert torch.get_num_threads() == 2
+        torch.testing.assert_close(_NhwcLayerNorm.apply(x, w, b, 1e-6), F.layer_norm(x, (9,), w, b, 1e-6))
+        grad = torch.randn(2, 6, 7, 9, dtype=torch.float64)
+        ours = torch.autograd.grad(_NhwcLayerNorm.apply(x, w, b, 1e-6), (x, w, b), grad)
+        native = torch.autograd.grad(F.layer_norm(x, (9,), w, b, 1e-6), (x, w, b), grad)
+        for a, n in zip(ours, native, strict=True):
+            torch.testing.assert_close(a, n)
+        # the module takes this path only when it helps: with grad and more than one thread
+        norm = ChannelLayerNorm(9)
+        norm.fused = True
+        xc = torch.randn(2, 9, 6, 7).contiguous(memory_format=torch.channels_last)
+        def norm_node() -> str:
+            return norm(xc).grad_fn.next_functions[0][0].name()  # under the NCHW permute
+
+        assert norm_node() == "_NhwcLayerNormBackward"
+        torch.set_num_threads(1)
+        assert norm_node() == "NativeLayerNormBackward0"
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dilation,size", [(2, (8, 6)), (3, (7, 8)), (5, (6, 11))])
+def test_dilated_depthwise_backward_equals_native(dilation, size):
+    """The phase-image weight gradient and flipped-kernel input gradient are the dilated convolution's gradients,
+    also where the map is not a multiple of the dilation (zero-padded phases) or smaller than it."""
+    x = torch.randn(2, 3, *size, dtype=torch.float64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: _DilatedDepthwiseConv.apply(*t, dilation), (x, w, b))
+    native = F.conv2d(x, w, b, 1, dilation, dilation, 3)
+    torch.testing.assert_close(_DilatedDepthwiseConv.apply(x, w, b, dilation), native)
+
+
+def test_training_fast_paths_cover_every_dilated_gab_conv():
+    net = use_training_fast_paths(create_model("egeunet"))
+    dilated = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.dilation[0] > 1]
+    assert len(dilated) == 15  # 5 GABs x dilations 2, 5, 7
+    assert all("forward" in m.__dict__ for m in dilated)
+    use_training_fast_paths(net, False)
+    assert not any("forward" in m.__dict__ for m in dilated)
