@@ -76,8 +76,8 @@ class _NhwcLayerNorm(torch.autograd.Function):
     """``F.layer_norm`` over the last (channel) dimension, whose weight and bias gradients run on one thread.
 
     PyTorch's CPU LayerNorm backward accumulates the weight and bias gradients in one row of ``channels`` floats per
-    thread. With EGE-UNet's 9-36 channels two threads' rows share cache lines, and at 2 threads that part took 14.5 ms
-    instead of 4.8 ms at 8x128x128x20 (the whole backward 14.7 ms at 2 threads vs 6.7 ms at 1; it was the only op
+    thread; with EGE-UNet's 9-36 channels those rows are shorter than a cache line (false sharing is the likely
+    cause). Measured: at 2 threads that part took 14.5 ms instead of 4.8 ms at 8x128x128x20 (the whole backward 14.7 ms at 2 threads vs 6.7 ms at 1; it was the only op
     that got slower with a second thread, ~30 ms of a 2-thread training step). The input gradient still uses every
     thread (4.2 -> 1.8 ms). Both halves are the native kernel, so results are those of ``F.layer_norm``'s backward.
     """
