@@ -46,6 +46,15 @@ machine, so +-20% and often more; kept only what won in an interleaved A/B):
   to 4 or 8 (slower); BCE's softplus as ``z - logsigmoid(z)`` or
   ``binary_cross_entropy_with_logits(reduction="sum")`` (same or slower); the loss's per-image dots as one
   ``mm`` + diagonal (0.46-0.61 vs 0.35 ms per map at 1 thread).
+- kept (session 4, per-op A/B on a quiet machine; the whole step moved within this VM's 10-30% drift, 11 of 16
+  interleaved 1-thread rounds faster, ~1-3%): LayerNorm weight/bias gradients on one thread when training at more
+  (``layers._NhwcLayerNorm``: the native backward was the only op slower at 2 threads than at 1, 43 vs 20 ms per
+  step, its weight/bias part 14.5 vs 4.8 ms at 8x128x128x20); GAB's dilated depthwise backward as a forward
+  convolution with the flipped kernel plus the undilated weight gradient over d*d phase images
+  (``layers._DilatedDepthwiseConv``: 6.5-10 ms -> 4-6 ms per 8x5x128x128 call, 3.0-3.5 -> 1.0-1.5 ms at 8x9x64x64).
+- no gain, not kept (session 4): data parallelism over the two cores (2 DDP processes x 1 thread, 4 images each:
+  25-27 img/s against 25-29 for one process at 2 threads); bf16 autocast (AMX is present; 9.3 vs 14.7 img/s on the
+  plain path: the narrow convolutions gain nothing and every norm pays dtype conversions).
 - no gain, not kept: that LayerNorm by GEMMs on the NHWC view (12 ms at 5 channels, slower from 20 on); the NCHW
   branch path for GAB2/GAB3 (9/13 channels: no measurable gain) and for GAB1's 20-channel tail (2x slower);
   torch.var_mean over dim 1 (50x slower than mean + square); multi-channel channels_last upsampling by matrices
