@@ -125,6 +125,7 @@ def compute_case(case: GoldenInput, net, with_float: bool) -> tuple[dict, dict[s
 
     from ..model.evaluate import predict_probs, upsample_prob
     from ..model.predict import OVERLAY_RGB, overlay
+    from ..model.threads import single_thread
 
     native = np.asarray(case.image, dtype=np.uint8)
     model_in = resize_rgb(case.image)
@@ -139,7 +140,8 @@ def compute_case(case: GoldenInput, net, with_float: bool) -> tuple[dict, dict[s
              "native_width": native.shape[1], "native_height": native.shape[0],
              "input_min": int(model_in.min()), "input_max": int(model_in.max())}
     if case.with_model:
-        prob = predict_probs(net, model_in[None].copy())[0].astype("<f4")
+        with single_thread():  # reproducible to the bit on one CPU; thread counts differ by up to ~1e-4
+            prob = predict_probs(net, model_in[None].copy())[0].astype("<f4")
         mask = binarize(prob)
         native_mask = binarize(upsample_prob(prob, native.shape[:2]))
         parts += [("prob", f"{n}.prob_f32.gz", prob, _gz(prob.tobytes())),

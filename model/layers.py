@@ -8,11 +8,12 @@ there carries; ``tests/test_model.py`` checks them against ``official_state_dict
 from __future__ import annotations
 
 import types
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .threads import single_thread
 
 
 class ChannelLayerNorm(nn.Module):
@@ -58,28 +59,15 @@ def use_fused_norms(net: nn.Module, fused: bool = True) -> nn.Module:
     return net
 
 
-@contextmanager
-def _single_thread():
-    """Run the enclosed kernels on one intra-op thread (the calling thread's OpenMP setting), then restore it."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 class _NhwcLayerNorm(torch.autograd.Function):
     """``F.layer_norm`` over the last (channel) dimension, whose weight and bias gradients run on one thread.
 
     PyTorch's CPU LayerNorm backward accumulates the weight and bias gradients in one row of ``channels`` floats per
     thread; with EGE-UNet's 9-36 channels those rows are shorter than a cache line (false sharing is the likely
-    cause). Measured: at 2 threads that part took 14.5 ms instead of 4.8 ms at 8x128x128x20 (the whole backward 14.7 ms at 2 threads vs 6.7 ms at 1; it was the only op
-    that got slower with a second thread, ~30 ms of a 2-thread training step). The input gradient still uses every
-    thread (4.2 -> 1.8 ms). Both halves are the native kernel, so results are those of ``F.layer_norm``'s backward.
+    cause). Measured at 8x128x128x20: that part took 14.5 ms at 2 threads against 4.8 ms at 1, the whole backward
+    14.7 against 6.7 ms; it was the only op of a training step that got slower with a second thread (43 vs 20 ms per
+    step). The input gradient still uses every thread (4.2 -> 1.8 ms). Both halves are the native kernel, so results
+    are those of ``F.layer_norm``'s backward.
     """
 
     @staticmethod
@@ -97,7 +85,7 @@ class _NhwcLayerNorm(torch.autograd.Function):
         grad_x = layer_norm_backward(grad, x, shape, mean, rstd, weight, bias, [True, False, False])[0]
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            with _single_thread():
+            with single_thread():
                 _, grad_weight, grad_bias = layer_norm_backward(grad, x, shape, mean, rstd, weight, bias,
                                                                 [False, True, True])
         return grad_x, grad_weight, grad_bias, None
