@@ -37,7 +37,10 @@ machine, so +-20% and often more; kept only what won in an interleaved A/B):
   descheduled thread and 12 steps did not finish in 5 minutes; the quiet-machine figure (1.71x) stands. The
   serial floor of a step (Python, dispatch, autograd, measured on a 1x3x32x32 batch) is ~30 ms of ~350, which
   caps 2 threads at ~1.85x over 1 thread; our loop got 1.24x on a quiet machine, so the rest of the gap is in
-  kernels (small maps, memory-bound element-wise ops), still to be profiled on a quiet machine.
+  kernels (small maps, memory-bound element-wise ops). Profiled on a quiet machine in session 4 (torch.profiler,
+  self CPU ms per step, 1 -> 2 threads): convolution backward 96 -> 58, oneDNN convolution 30 -> 22, LayerNorm
+  forward 27 -> 16, copies 26 -> 15, cat 18 -> 13, bmm 20 -> 10, mm 17 -> 12, GroupNorm 14 -> 7; every op
+  scales 1.3-2x except the LayerNorm backward, 20 -> 43 (fixed, see session 4 above); total 444 -> 319.
 - no gain, not kept (session 3): the GroupNorm backward's channel sums as element-wise reductions on that wide
   view instead of bmm (2.5x slower: a reduction over the middle dimension); max-pool 2x2 as two cascaded
   ``torch.maximum`` of strided views with first-index tie-breaking (forward 1.6 vs 7.8 ms, but the backward's
