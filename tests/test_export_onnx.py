@@ -30,6 +30,7 @@ from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS
 from egeunet_deploy.model.checkpoint import sha256_file
 from egeunet_deploy.model.contract import CONTRACT, to_model_input
 from egeunet_deploy.model.ege_unet import DeployEGEUNet
+from egeunet_deploy.model.evaluate import predict_probs
 from egeunet_deploy.model.layers import GHPA
 
 
@@ -70,8 +71,9 @@ def test_baked_preprocessing_equals_contract_in_python(onnx_dir, sample_test_set
 
 def test_wrapper_equals_contract_in_torch(shipped, sample_test_set):
     """Torch level: the baked wrapper on uint8 == DeployEGEUNet on ``contract.to_model_input``, bit for bit in NCHW
-    (a flat image included: min-max must give zeros, not NaN). In NHWC the network runs on a permuted tensor, so
-    torch picks other conv kernels: equal within float noise on real images, same masks."""
+    (a flat image included: min-max must give zeros, not NaN). In NHWC the network runs on a permuted tensor, i.e.
+    PyTorch's channels_last evaluation (the drift reference), which it equals; that one differs from NCHW by float
+    noise (1.0e-4 with the epoch-117 weights: LayerNorm eps 1e-6 on flat regions), with the same masks."""
     net = shipped[0]
     images = np.concatenate([sample_test_set.images[:3], np.full((1, 256, 256, 3), 97, np.uint8)])
     plain = DeployEGEUNet(copy.deepcopy(net))
@@ -81,7 +83,7 @@ def test_wrapper_equals_contract_in_torch(shipped, sample_test_set):
         nchw = deploy_module(net, spec)(torch.from_numpy(spec.feed(images)))[:, 0]
         nhwc = deploy_module(net, IOSpec("NHWC", baked=True))(torch.from_numpy(images[:3]))[..., 0]
     assert torch.equal(nchw, want)
-    assert (nhwc - want[:3]).abs().max().item() <= 1e-4
+    assert np.abs(nhwc.numpy() - predict_probs(net, images[:3])).max() <= 1e-6
     assert_same_masks(nhwc.numpy(), want[:3].numpy())
 
 
