@@ -6,8 +6,8 @@ eta_min 1e-5) stepped once per epoch, batch 8, 256 x 256, random horizontal/vert
 
 Why it is fast: the split is decoded once into a uint8 tensor; augmentation is one batched ``grid_sample``;
 the network runs channels_last with the training fast paths of :func:`layers.use_training_fast_paths` (fused
-channel LayerNorms, NCHW narrow GAB branches, 1x1 convolutions as GEMMs, a faster GroupNorm backward,
-single-channel upsampling as matrix products), the loss has a hand-written backward, AdamW is fused, malloc
+channel LayerNorms, NCHW narrow GAB branches, 1x1 convolutions as GEMMs, faster GroupNorm and dilated depthwise
+backwards, single-channel upsampling as matrix products), the loss has a hand-written backward, AdamW is fused, malloc
 keeps freed memory (:func:`keep_freed_memory`: no page faults per step);
 ``torch.compile`` measured no gain and costs minutes to compile.
 ``bench/train_speed.py`` measures it against a naive loop.
