@@ -332,9 +332,8 @@ def use_training_fast_paths(net: nn.Module, fast: bool = True) -> nn.Module:
     gradients with the plain model): fused channel LayerNorms (:func:`use_fused_norms`), GAB branches of at most 8
     channels normalised in NCHW (:class:`GAB`), 1x1 convolutions as GEMMs, a faster GroupNorm backward on large
     maps, a faster backward for GAB's dilated depthwise convolutions, single-channel upsampling as matrix products
-    (modules with a ``fast_resize`` attribute). Parameters and
-    state_dict keys are untouched, so checkpoints and the export path never see the difference. Measured
-    per-switch effect: ``bench/train_speed.py``'s docstring.
+    (modules with a ``fast_resize`` attribute). Parameters and state_dict keys are untouched, so checkpoints and the
+    export path never see the difference. Measured per-switch effect: ``bench/train_speed.py``'s docstring.
     """
     use_fused_norms(net, fast)
     for m in net.modules():

@@ -256,7 +256,6 @@ def test_fast_resize_and_nchw_layernorm_match_reference_ops():
                                         (xk.requires_grad_(), wk, bk))
 
 
-
 def test_multithread_layernorm_backward_equals_native_and_restores_threads():
     """The 2-thread training LayerNorm (weight/bias gradients on one thread) is F.layer_norm's function and gradient,
     and leaves the caller's thread count as it found it."""
@@ -278,6 +277,7 @@ def test_multithread_layernorm_backward_equals_native_and_restores_threads():
         norm = ChannelLayerNorm(9)
         norm.fused = True
         xc = torch.randn(2, 9, 6, 7).contiguous(memory_format=torch.channels_last)
+
         def norm_node() -> str:
             return norm(xc).grad_fn.next_functions[0][0].name()  # under the NCHW permute
 
