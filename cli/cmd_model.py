@@ -28,6 +28,12 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/egeunet"), help="run folder (checkpoints, logs, curves)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (paper: 1e-3)")
+    p.add_argument("--t-max", type=int, default=50, help="cosine schedule half-period in epochs (paper: 50)")
+    p.add_argument("--augment", default="paper",
+                   help="paper: flips + rotation; strong: also colour cast, gamma, saturation, zoom and shift")
+    p.add_argument("--init-weights", type=Path, default=None, metavar="W",
+                   help="start from these weights (fine-tuning) instead of a fresh initialisation")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: all cores)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N pairs of each split (smoke runs)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or unpaired files, listing them")
@@ -78,7 +84,8 @@ def cmd_train(args) -> int:
         raise ValueError("train needs --data DIR (or --resume RUN_DIR)")
     cfg = TrainConfig(data=str(args.data.resolve()) if args.data else "", epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, limit=args.limit,
-                      skip_bad=args.skip_bad)
+                      skip_bad=args.skip_bad, lr=args.lr, t_max=args.t_max, augment=args.augment,
+                      init_weights=str(args.init_weights.resolve()) if args.init_weights else None)
     out = args.resume or args.out
     train(cfg, out, resume=args.resume is not None, progress=not args.no_progress)
     return 0

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from egeunet_deploy.model import DS_WEIGHTS, create_model
-from egeunet_deploy.model.augment import augment_batch
+from egeunet_deploy.model.augment import augment_batch, photometric
+from egeunet_deploy.model.ship import _recipe, _started_from
 from egeunet_deploy.model.train import bce_dice, keep_freed_memory, recipe_loss
 
 EGEUNET = [sys.executable, "-m", "egeunet_deploy"]
@@ -98,6 +99,39 @@ def test_augmentation_draws_per_sample_and_keeps_pairs_aligned():
     assert torch.equal(bright, y[:, 0])  # image and mask move together (nearest sampling)
     positions = {tuple(torch.nonzero(y[i, 0]).float().mean(0).round().tolist()) for i in range(16)}
     assert len(positions) > 4  # different flips / angles per sample, not one angle per run
+
+
+def test_strong_augmentation_keeps_pairs_aligned_and_the_contract_range():
+    images = torch.zeros(16, 64, 64, 3, dtype=torch.uint8)
+    images[:, 16:40, 12:44] = torch.tensor([200, 120, 90], dtype=torch.uint8)  # a coloured block on black
+    masks = (images[..., 0] > 0).to(torch.uint8)
+    x, y = augment_batch(images, masks, torch.Generator().manual_seed(0), strong=True)
+    assert x.shape == (16, 3, 64, 64) and y.shape == (16, 1, 64, 64)
+    assert torch.equal(x.sum(1) > 1.0, y[:, 0] > 0)  # zoom / shift move image and mask together
+    flat = x.reshape(16, -1)
+    assert torch.allclose(flat.amin(1), torch.zeros(16)) and torch.allclose(flat.amax(1), torch.full((16,), 255.0))
+    areas = y.sum((1, 2, 3))
+    assert areas.max() > 1.2 * areas.min()  # zoom differs per sample (rotation keeps area up to the block's edges)
+    block = [x[i, :, y[i, 0] > 0].mean(1) for i in range(16)]
+    ratios = {round((b[1] / b[0]).item(), 2) for b in block}
+    assert len(ratios) > 8  # a colour cast per sample: the min-max stretch would cancel a global one
+
+
+def test_strong_photometric_is_the_identity_at_mid_draws_and_paper_stream_is_unchanged():
+    images = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    out = photometric(images, torch.full((4, 5), 0.5))
+    assert torch.allclose(out, images.float(), atol=1e-3)
+    assert not torch.allclose(photometric(images, torch.zeros(4, 5)), images.float(), atol=1.0)
+    masks = (images[..., 0] > 127).to(torch.uint8)
+    paper = augment_batch(images, masks, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    strong = augment_batch(images, masks, gen, strong=True)
+    assert not torch.equal(paper[0], strong[0])
+    # strong draws after the paper's four numbers per sample, so a paper run's random stream is untouched
+    replay = torch.Generator().manual_seed(5)
+    torch.rand(4, 4, generator=replay)
+    torch.rand(4, 8, generator=replay)
+    assert torch.equal(torch.rand(3, generator=replay), torch.rand(3, generator=gen))
 
 
 def _tiny_dataset(sample_dir: Path, root: Path) -> Path:
@@ -219,3 +253,38 @@ def test_training_moves_the_weights_and_learns(uninterrupted):
     init = create_model("egeunet").state_dict()
     moved = [k for k, v in state["state_dict"].items() if not torch.equal(v, init[k])]
     assert len(moved) == len(init)
+
+
+def test_fine_tuning_starts_from_given_weights_and_resume_keeps_the_recipe(tiny, uninterrupted, tmp_path):
+    start = uninterrupted / "best.pt"
+    out = tmp_path / "finetune"
+    cmd = [*_train_cmd(tiny, out, 1), "--init-weights", str(start), "--lr", "1e-12", "--augment", "strong"]
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"starting from the weights in {start.resolve()}" in result.stdout
+    init = torch.load(start, weights_only=True)["state_dict"]
+    tuned = torch.load(out / "last.pt", weights_only=True)
+    assert tuned["train_cfg"]["augment"] == "strong" and tuned["train_cfg"]["lr"] == 1e-12
+    for key, value in init.items():  # a learning rate of 1e-12 leaves the starting weights where they were
+        assert torch.allclose(tuned["state_dict"][key].float(), value.float(), atol=1e-6), key
+    resumed = subprocess.run([*EGEUNET, "train", "--resume", str(out), "--epochs", "2", "--threads", "1",
+                              "--no-progress"], env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    again = torch.load(out / "last.pt", weights_only=True)
+    assert again["epoch"] == 2 and again["train_cfg"]["augment"] == "strong" and again["train_cfg"]["lr"] == 1e-12
+
+    # the model card of such a run names both stages, read from the checkpoints themselves
+    started = _started_from(again["train_cfg"])
+    assert started == {"file": "best.pt", "epoch": torch.load(start, weights_only=True)["epoch"], "augment": "paper",
+                       "lr": 1e-3, "t_max": 50, "epochs_run": 3}
+    training = {"epoch": 2, "epochs_run": 2, "epochs_planned": 2, **{k: again["train_cfg"][k] for k in (
+        "seed", "batch_size", "lr", "weight_decay", "t_max", "eta_min", "augment")}, "started_from": started}
+    assert "Fine-tuned from it with `egeunet train --init-weights ... --augment strong`" in _recipe(training)
+    assert _recipe({**training, "started_from": None}).startswith("The paper's:")
+
+
+def test_unknown_augmentation_is_refused(tiny, tmp_path):
+    result = subprocess.run([*_train_cmd(tiny, tmp_path / "bad", 1), "--augment", "heavy"], env=_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown augmentation 'heavy'" in result.stderr
+    assert not (tmp_path / "bad" / "last.pt").exists()
