@@ -66,8 +66,9 @@ def _started_from(train_cfg: dict) -> dict | None:
     init = torch.load(path, map_location="cpu", weights_only=True)
     run = init if "train_cfg" in init else torch.load(path.parent / "last.pt", map_location="cpu", weights_only=True)
     cfg = run["train_cfg"]
-    return {"file": path.name, "epoch": init.get("epoch"), "augment": cfg.get("augment", "paper"), "lr": cfg["lr"],
-            "t_max": cfg["t_max"], "epochs_run": run.get("epoch")}
+    return {"file": f"{path.parent.name}/{path.name}", "epoch": init.get("epoch"),
+            "augment": cfg.get("augment", "paper"), "lr": cfg["lr"], "t_max": cfg["t_max"],
+            "epochs_run": run.get("epoch")}
 
 
 def _recipe(t: dict) -> str:
@@ -81,8 +82,9 @@ def _recipe(t: dict) -> str:
                 f"and a per-sample random rotation.\nBest epoch: {t['epoch']} of {t['epochs_run']} run so far "
                 f"({t['epochs_planned']} planned).")
     return (f"Two stages, same loss and optimiser: {paper}\n1. The paper's recipe (learning rate {start['lr']}, "
-            f"T_max {start['t_max']}, flips and per-sample rotation): epoch {start['epoch']} of that run, the best "
-            f"by validation DSC.\n2. Fine-tuned from it with `egeunet train --init-weights ... --augment "
+            f"T_max {start['t_max']}, flips and per-sample rotation): epoch {start['epoch']} "
+            f"(`runs/{start['file']}`), the best by validation DSC of the {start['epochs_run']} epochs that run had "
+            "reached.\n2. Fine-tuned from it with `egeunet train --init-weights ... --augment "
             f"{t['augment']}` (not in the paper: adds a per-channel colour cast, gamma, saturation, zoom and shift), "
             f"learning rate {t['lr']}, T_max {t['t_max']}: best epoch {t['epoch']} of {t['epochs_run']} "
             f"({t['epochs_planned']} planned). Why: the paper-recipe run over-fits after its first learning-rate "
