@@ -3,6 +3,8 @@
 Recipe (paper, section 3, and the official config): BCE + Dice on the output and on the five deep-supervision maps
 (weights 1, 0.5, 0.4, 0.3, 0.2, 0.1), AdamW (lr 1e-3, weight decay 1e-2), CosineAnnealingLR (T_max 50,
 eta_min 1e-5) stepped once per epoch, batch 8, 256 x 256, random horizontal/vertical flips and rotation.
+Opt-in, not the paper's: ``augment="strong"`` (colour, gamma, saturation, zoom, shift; see augment.py) and
+``init_weights`` for fine-tuning; the shipped weights are a paper-recipe run fine-tuned with both (MODEL_CARD.md).
 
 Why it is fast: the split is decoded once into a uint8 tensor; augmentation is one batched ``grid_sample``;
 the network runs channels_last with the training fast paths of :func:`layers.use_training_fast_paths` (fused

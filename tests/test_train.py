@@ -284,8 +284,13 @@ def test_fine_tuning_starts_from_given_weights_and_resume_keeps_the_recipe(tiny,
     assert _recipe({**training, "started_from": None}).startswith("The paper's:")
 
 
-def test_unknown_augmentation_is_refused(tiny, tmp_path):
+def test_unknown_augmentation_and_unusable_start_weights_are_refused(tiny, tmp_path):
     result = subprocess.run([*_train_cmd(tiny, tmp_path / "bad", 1), "--augment", "heavy"], env=_env(),
                             capture_output=True, text=True)
     assert result.returncode == 2 and "unknown augmentation 'heavy'" in result.stderr
-    assert not (tmp_path / "bad" / "last.pt").exists()
+    not_weights = tmp_path / "notes.pt"
+    not_weights.write_text("not a checkpoint")
+    result = subprocess.run([*_train_cmd(tiny, tmp_path / "bad", 1), "--init-weights", str(not_weights)], env=_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and f"{not_weights}: not a readable PyTorch weights file" in result.stderr
+    assert not (tmp_path / "bad").exists()  # nothing half-written
