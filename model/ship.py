@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import textwrap
 from pathlib import Path
 
 import torch
@@ -78,17 +79,21 @@ def _recipe(t: dict) -> str:
              f"seed {t['seed']}.")
     start = t.get("started_from")
     if not start:
-        return (f"The paper's: {paper} Learning rate {t['lr']}, CosineAnnealingLR T_max {t['t_max']}; random flips "
+        text = (f"The paper's: {paper} Learning rate {t['lr']}, CosineAnnealingLR T_max {t['t_max']}; random flips "
                 f"and a per-sample random rotation.\nBest epoch: {t['epoch']} of {t['epochs_run']} run so far "
                 f"({t['epochs_planned']} planned).")
-    return (f"Two stages, same loss and optimiser: {paper}\n1. The paper's recipe (learning rate {start['lr']}, "
-            f"T_max {start['t_max']}, flips and per-sample rotation): epoch {start['epoch']} "
-            f"(`runs/{start['file']}`), the best by validation DSC of the {start['epochs_run']} epochs that run had "
-            "reached.\n2. Fine-tuned from it with `egeunet train --init-weights ... --augment "
-            f"{t['augment']}` (not in the paper: adds a per-channel colour cast, gamma, saturation, zoom and shift), "
-            f"learning rate {t['lr']}, T_max {t['t_max']}: best epoch {t['epoch']} of {t['epochs_run']} "
-            f"({t['epochs_planned']} planned). Why: the paper-recipe run over-fits after its first learning-rate "
-            "minimum (training loss falls, validation DSC drops).")
+    else:
+        text = (f"Two stages, same loss and optimiser: {paper}\n1. The paper's recipe (learning rate {start['lr']}, "
+                f"T_max {start['t_max']}, flips and per-sample rotation): epoch {start['epoch']} "
+                f"(`runs/{start['file']}`), the best by validation DSC of the {start['epochs_run']} epochs that run "
+                "had reached.\n2. Fine-tuned from it with `egeunet train --init-weights ... --augment "
+                f"{t['augment']}` (not in the paper: adds a per-channel colour cast, gamma, saturation, zoom and "
+                "shift), "
+                f"learning rate {t['lr']}, T_max {t['t_max']}: best epoch {t['epoch']} of {t['epochs_run']} "
+                f"({t['epochs_planned']} planned). Why: the paper-recipe run over-fits after its first learning-rate "
+                "minimum (training loss falls, validation DSC drops).")
+    return "\n".join(textwrap.fill(line, width=118, subsequent_indent="   " if line[:1].isdigit() else "")
+                     for line in text.split("\n"))
 
 
 def model_card(record: dict) -> str:

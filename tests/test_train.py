@@ -280,7 +280,9 @@ def test_fine_tuning_starts_from_given_weights_and_resume_keeps_the_recipe(tiny,
                        "t_max": 50, "epochs_run": 3}
     training = {"epoch": 2, "epochs_run": 2, "epochs_planned": 2, **{k: again["train_cfg"][k] for k in (
         "seed", "batch_size", "lr", "weight_decay", "t_max", "eta_min", "augment")}, "started_from": started}
-    assert "Fine-tuned from it with `egeunet train --init-weights ... --augment strong`" in _recipe(training)
+    card = " ".join(_recipe(training).split())  # wrapped at 118 columns
+    assert "Fine-tuned from it with `egeunet train --init-weights ... --augment strong`" in card
+    assert f"epoch {best_epoch} (`runs/{start.parent.name}/best.pt`)" in card
     assert _recipe({**training, "started_from": None}).startswith("The paper's:")
 
 
