@@ -28,10 +28,11 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/egeunet"), help="run folder (checkpoints, logs, curves)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (paper: 1e-3)")
-    p.add_argument("--t-max", type=int, default=50, help="cosine schedule half-period in epochs (paper: 50)")
-    p.add_argument("--augment", default="paper",
-                   help="paper: flips + rotation; strong: also colour cast, gamma, saturation, zoom and shift")
+    # None: TrainConfig's value, where the paper's recipe is written down once
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: the paper's)")
+    p.add_argument("--t-max", type=int, default=None, help="cosine half-period in epochs (default: the paper's)")
+    p.add_argument("--augment", default=None,
+                   help="paper (default): flips, rotation; strong: also colour cast, gamma, saturation, zoom, shift")
     p.add_argument("--init-weights", type=Path, default=None, metavar="W",
                    help="start from these weights (fine-tuning) instead of a fresh initialisation")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: all cores)")
@@ -82,9 +83,10 @@ def cmd_train(args) -> int:
 
     if args.resume is None and args.data is None:
         raise ValueError("train needs --data DIR (or --resume RUN_DIR)")
+    given = {k: v for k, v in (("lr", args.lr), ("t_max", args.t_max), ("augment", args.augment)) if v is not None}
     cfg = TrainConfig(data=str(args.data.resolve()) if args.data else "", epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, limit=args.limit,
-                      skip_bad=args.skip_bad, lr=args.lr, t_max=args.t_max, augment=args.augment,
+                      skip_bad=args.skip_bad, **given,
                       init_weights=str(args.init_weights.resolve()) if args.init_weights else None)
     out = args.resume or args.out
     train(cfg, out, resume=args.resume is not None, progress=not args.no_progress)

@@ -64,7 +64,7 @@ def _started_from(train_cfg: dict) -> dict | None:
     if not train_cfg.get("init_weights"):
         return None
     path = Path(train_cfg["init_weights"])
-    init = torch.load(path, map_location="cpu", weights_only=True)
+    init = read_checkpoint(path)
     run = init if "train_cfg" in init else torch.load(path.parent / "last.pt", map_location="cpu", weights_only=True)
     cfg = run["train_cfg"]
     return {"file": f"{path.parent.name}/{path.name}", "epoch": init.get("epoch"),
