@@ -3,12 +3,14 @@
     python bench/train_speed.py [--data ../shared/data/isic2017] [--steps 20] [--threads 2] [--json FILE]
 
 Naive = per-sample PIL decode in a DataLoader, numpy z-score + min-max, per-sample flips / rotation / resize,
-contiguous NCHW tensors, sigmoid outputs with the official BCELoss + Dice. Ours = ``egeunet train``'s inner loop:
-the split decoded once to uint8, one batched augmentation call, channels_last with the training fast paths
-(``use_training_fast_paths``), fused AdamW, the loss from logits, freed memory kept by malloc (``keep_freed_memory``,
-process-wide: the naive loop gets it too). Both run the same model, optimizer, batch size and
-number of steps, interleaved in one process so the ratio is fair on a noisy machine. Prints img/s of each and the
-speed-up; ``--json`` stores the figures.
+contiguous NCHW tensors, sigmoid outputs with the official BCELoss + Dice, glibc's default malloc. Ours = ``egeunet
+train``'s inner loop: the split decoded once to uint8, one batched augmentation call, channels_last with the training
+fast paths (``use_training_fast_paths``), fused AdamW, the loss from logits, freed memory kept by malloc
+(``keep_freed_memory``). Each loop runs in its own process (the malloc setting is process-wide, and a user's naive
+script does not have it); a third process runs the naive loop with that setting, to show how much of the gap it is.
+All three use the same model, optimizer, batch size, thread count and number of steps, one process at a time, in
+rounds, so the ratio of a round is fair on a noisy machine. Prints img/s of each and the speed-ups; ``--json``
+stores the figures.
 
 Where a step's time went and what was tried (1 thread, batch 8, 256x256; before: channels_last + fused norms,
 0.45-0.48 s per step, now ~0.35 s; per-op figures are forward+backward, measured while a training run shared the
@@ -68,6 +70,18 @@ machine, so +-20% and often more; kept only what won in an interleaved A/B):
   large-kernel conv (all slower: the layout copies or the extra work cost more than oneDNN's dilated kernel);
   augmentation by gathering uint8 pixels (bit-identical, but 1.4x slower than the batched grid_sample);
   flush-denormal (no change).
+- kept (session 5): the first stage's GroupNorm + max-pool as one autograd function (``layers._GroupNormMaxPool``):
+  the GroupNorm backward's sums over the pooled map only, ``dx`` as one fused multiply-add of ``x`` plus a scatter at
+  the maxima, no zero-filled full-size gradient, no saved normalised map (16 MB less per step). That stage's
+  forward+backward, 8 paired rounds at 1 thread: 51-56 -> 45-57 ms, median ratio 0.91, so ~5 ms of a step.
+  Benchmark (session 5): each loop in its own process, the naive one with glibc's default malloc. Before, the
+  naive loop ran in ours' process and so had our malloc setting; measured in one run, that setting makes the naive
+  loop 3-10% faster.
+- no gain, not kept (session 5): ``torch.compile`` (inductor) of the plain channels_last model with the plain loss:
+  225 s to compile, then 480-520 ms per step against 360 ms for the uncompiled fast paths; the 3x3 convolutions'
+  input gradient as a forward convolution with the transposed, flipped kernel (same time as oneDNN's backward,
+  4.2 vs 4.2 ms at 8x8->16 @128); 1x1 convolutions as batched ``baddbmm`` (its backward avoids a slow
+  131072x8 @ 8x20 GEMM, 3.9 vs 1.4 ms, but the whole forward+backward was slower for 7 of 10 layer shapes).
 - left on the fast path (~0.35 s per step): GAB1's dilated depthwise convs (~30 ms, mostly oneDNN's dilated
   weight gradient), the 8x8x256x256 GroupNorm + max-pool (~30 ms), channels_last cat of narrow tensors (~16 ms),
   GAB1's 20-channel tail LayerNorm (~16 ms), augmentation (~12 ms), the six 256x256 loss maps (~15 ms).
@@ -78,6 +92,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing as mp
 import random
 import time
 from pathlib import Path
@@ -141,25 +156,37 @@ def official_loss(ds_probs, prob, target):
     return bce_dice(prob, target) + sum(w * bce_dice(p, target) for w, p in zip(weights, ds_probs, strict=True))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=6, help="alternate naive/ours this many times")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as `egeunet train` does; process-wide, so the naive loop gets it too
-    batch = 8
-    pairs, _ = find_pairs(args.data, "train")
-    pairs = pairs[: batch * args.steps * 2]
+LOOPS = {
+    "naive": "a naive PyTorch loop with glibc's default malloc, as a user's script runs it",
+    "naive_kept_memory": "the same naive loop with this toolkit's malloc setting (keep_freed_memory)",
+    "ours": "egeunet train's inner loop",
+}
 
-    naive_net = create_model("egeunet")
-    naive_opt = torch.optim.AdamW(naive_net.parameters(), lr=1e-3, weight_decay=1e-2)
+
+def _naive_loop(pairs, batch: int):
+    net = create_model("egeunet")
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
     loader = torch.utils.data.DataLoader(NaiveDataset(pairs), batch_size=batch, shuffle=True, num_workers=0)
+    batches = iter(())
 
+    def steps(n: int) -> None:
+        nonlocal batches
+        for _ in range(n):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                x, y = next(batches)
+            ds, prob = net(x)
+            loss = official_loss(ds, prob, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    return steps, 0.0
+
+
+def _our_loop(pairs, batch: int):
     t0 = time.perf_counter()
     data = load_pairs(pairs)
     decode_seconds = time.perf_counter() - t0
@@ -168,21 +195,7 @@ def main() -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2, fused=True)
     gen = torch.Generator().manual_seed(0)
 
-    def naive_steps(n: int) -> float:
-        start, done = time.perf_counter(), 0
-        for x, y in loader:
-            ds, prob = naive_net(x)
-            loss = official_loss(ds, prob, y)
-            naive_opt.zero_grad()
-            loss.backward()
-            naive_opt.step()
-            done += 1
-            if done == n:
-                break
-        return n * batch / (time.perf_counter() - start)
-
-    def our_steps(n: int) -> float:
-        start = time.perf_counter()
+    def steps(n: int) -> None:
         for _ in range(n):
             idx = torch.randint(0, len(images), (batch,), generator=gen)
             x, y = augment_batch(images[idx], masks[idx], gen)
@@ -191,29 +204,82 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return n * batch / (time.perf_counter() - start)
 
-    naive_steps(2), our_steps(2)  # warm-up both
+    return steps, decode_seconds
+
+
+def _worker(loop: str, pairs, batch: int, threads: int, conn) -> None:
+    """One loop in its own process: the naive one must not inherit our process-wide settings (malloc, threads)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if loop != "naive":
+        keep_freed_memory()  # process-wide, as `egeunet train` does
+    steps, decode_seconds = (_our_loop if loop == "ours" else _naive_loop)(pairs, batch)
+    steps(2)  # warm-up
+    conn.send(decode_seconds)
+    while (n := conn.recv()) is not None:
+        start = time.perf_counter()
+        steps(n)
+        conn.send(n * batch / (time.perf_counter() - start))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=6, help="run the loops in turn this many times")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    batch = 8
+    pairs, _ = find_pairs(args.data, "train")
+    pairs = pairs[: batch * args.steps * 2]
+
+    ctx = mp.get_context("spawn")
+    conns, procs = {}, []
+    for loop in LOOPS:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(loop, pairs, batch, args.threads, child), daemon=True)
+        proc.start()
+        conns[loop] = parent
+        procs.append(proc)
+    decode_seconds = {loop: conn.recv() for loop, conn in conns.items()}["ours"]  # all built and warmed up
+
     meter = ContentionMeter()
-    naive, ours = [], []
-    for _ in range(args.rounds):
-        naive.append(naive_steps(args.steps))
-        ours.append(our_steps(args.steps))
-    # This VM's speed drifts by 10-30% within a minute; each round's naive and ours run back to back, so the ratio
-    # of a round is fair even when the absolute figures move. The headline is the median of those paired ratios.
-    ratios = [o / n for n, o in zip(naive, ours, strict=True)]
-    result = {"threads": torch.get_num_threads(), "batch": batch, "steps_per_round": args.steps,
-              "rounds": args.rounds, "naive_img_per_s": float(np.median(naive)),
-              "ours_img_per_s": float(np.median(ours)), "one_time_decode_s": decode_seconds,
-              "decoded_images": len(pairs), "round_ratios": ratios, "speedup": float(np.median(ratios)),
-              "others_busy_cores": meter.stop()}
+    speeds: dict[str, list[float]] = {loop: [] for loop in LOOPS}
+    for r in range(args.rounds):
+        # This VM's speed drifts by 10-30% within a minute: the loops run back to back, one at a time, in an order
+        # that flips every round, so each round's ratios are fair even when the absolute figures move.
+        for loop in (list(LOOPS) if r % 2 == 0 else list(LOOPS)[::-1]):
+            conns[loop].send(args.steps)
+            speeds[loop].append(conns[loop].recv())
+    for conn in conns.values():
+        conn.send(None)
+    for proc in procs:
+        proc.join()
+    contention = meter.stop()  # after the join: the workers' CPU time counts as ours
+
+    def ratios(base: str) -> list[float]:
+        return [o / n for n, o in zip(speeds[base], speeds["ours"], strict=True)]
+
+    result = {"threads": args.threads or torch.get_num_threads(), "batch": batch, "steps_per_round": args.steps,
+              "rounds": args.rounds, "loops": LOOPS,
+              **{f"{loop}_img_per_s": float(np.median(v)) for loop, v in speeds.items()},
+              "one_time_decode_s": decode_seconds, "decoded_images": len(pairs),
+              "round_ratios": ratios("naive"), "speedup": float(np.median(ratios("naive"))),
+              "round_ratios_vs_naive_kept_memory": ratios("naive_kept_memory"),
+              "speedup_vs_naive_kept_memory": float(np.median(ratios("naive_kept_memory"))),
+              "others_busy_cores": contention}
     epoch = 1999
-    print(f"naive loop : {result['naive_img_per_s']:6.1f} img/s  ({epoch / result['naive_img_per_s']:.0f} s/epoch)")
-    print(f"egeunet    : {result['ours_img_per_s']:6.1f} img/s  ({epoch / result['ours_img_per_s']:.0f} s/epoch, "
-          f"+ {decode_seconds:.1f} s one-time decode of {len(pairs)} images)")
-    print(f"speed-up   : {result['speedup']:.2f}x  ({result['threads']} threads, median of {args.rounds} paired "
-          f"rounds, range {min(ratios):.2f}-{max(ratios):.2f}x)")
-    busy = result["others_busy_cores"].get("other_processes_cores")
+    for loop in LOOPS:
+        v = result[f"{loop}_img_per_s"]
+        print(f"{loop:18s}: {v:6.1f} img/s  ({epoch / v:.0f} s/epoch)  {LOOPS[loop]}")
+    print(f"one-time decode   : {decode_seconds:.1f} s for {len(pairs)} images (ours only)")
+    for base, key in (("naive", "speedup"), ("naive_kept_memory", "speedup_vs_naive_kept_memory")):
+        rs = ratios(base)
+        print(f"speed-up vs {base:18s}: {result[key]:.2f}x  ({result['threads']} threads, median of {args.rounds} "
+              f"rounds, range {min(rs):.2f}-{max(rs):.2f}x)")
+    busy = contention.get("other_processes_cores")
     if busy is not None and busy > CONTENTION_WARN_CORES:
         print(f"warning: other processes kept {busy:.2f} cores busy during this run: the figures are not a quiet "
               f"machine's; stop other work for figures to publish.")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GAB, GHPA, resize_bilinear
+from .layers import GAB, GHPA, group_norm_max_pool, resize_bilinear
 
 __all__ = ["EGEUNet", "DeployEGEUNet", "ModelCfg", "create_model", "list_models"]
 
@@ -96,7 +96,7 @@ class EGEUNet(nn.Module):
         out = x
         for i in range(5):
             encoder, norm = getattr(self, f"encoder{i + 1}"), getattr(self, f"ebn{i + 1}")
-            out = F.gelu(F.max_pool2d(norm(encoder(out)), 2, 2))
+            out = F.gelu(group_norm_max_pool(norm, encoder(out), fast=self.fast_resize))
             skips.append(out)
         out = F.gelu(self.encoder6(out))
         high = out  # the bridge's high-level input: t6, then the fused t5, t4...

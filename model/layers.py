@@ -155,6 +155,27 @@ class _ToNchw(torch.autograd.Function):
 _GN_FAST_MIN_PIXELS = 256 * 256
 
 
+def _group_norm_backward_coefficients(sum_g: torch.Tensor, sum_gx: torch.Tensor, weight: torch.Tensor,
+                                      mean: torch.Tensor, rstd: torch.Tensor, groups: int, pixels: int):
+    """GroupNorm's input gradient as ``dx = dy * coef_g + x * coef_x + const`` (each (n, c)), and the weight and
+    bias gradients, from the per-(image, channel) sums of ``dy`` and ``dy * x``. ``mean``, ``rstd``: (n, groups).
+
+    dx = rstd * (g - mean_grp(g) - xhat * mean_grp(g * xhat)), with g = dy * weight, xhat = (x - mean) * rstd.
+    """
+    n, c = sum_g.shape
+    per_group = c // groups
+    count = pixels * per_group
+    mean_c, rstd_c = mean.repeat_interleave(per_group, 1), rstd.repeat_interleave(per_group, 1)
+    sum_g_centered = sum_gx - mean_c * sum_g
+    grad_weight = (rstd_c * sum_g_centered).sum(0)
+    grad_bias = sum_g.sum(0)
+    mean_grp_g = (sum_g * weight).view(n, groups, per_group).sum(2) / count
+    mean_grp_gx = rstd * (sum_g_centered * weight).view(n, groups, per_group).sum(2) / count
+    coef_x = -(rstd * rstd * mean_grp_gx)
+    const = (-coef_x * mean - rstd * mean_grp_g).repeat_interleave(per_group, 1)
+    return rstd_c * weight, coef_x.repeat_interleave(per_group, 1), const, grad_weight, grad_bias
+
+
 class _ChannelsLastGroupNorm(torch.autograd.Function):
     """GroupNorm of a channels_last tensor: the native forward, a faster hand-written backward.
 
@@ -177,31 +198,68 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight, mean, rstd = ctx.saved_tensors  # mean, rstd: (n, groups)
         n, c, h, w = x.shape
-        groups = ctx.groups
-        per_group = c // groups
-        count = h * w * per_group
         rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
         g_rows = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n, h * w, c)
         ones = torch.ones(n, 1, h * w, dtype=x.dtype, device=x.device)
         sum_g = torch.bmm(ones, g_rows).view(n, c)
         sum_gx = torch.diagonal(torch.bmm(g_rows.transpose(1, 2), rows), dim1=1, dim2=2)
-        mean_c, rstd_c = mean.repeat_interleave(per_group, 1), rstd.repeat_interleave(per_group, 1)
-        sum_g_centered = sum_gx - mean_c * sum_g
-        grad_weight = (rstd_c * sum_g_centered).sum(0)
-        grad_bias = sum_g.sum(0)
-        # dx = rstd * (g - mean_grp(g) - xhat * mean_grp(g * xhat)), g = dy * w, xhat = (x - mean) * rstd
-        mean_grp_g = (sum_g * weight).view(n, groups, per_group).sum(2) / count
-        mean_grp_gx = rstd * (sum_g_centered * weight).view(n, groups, per_group).sum(2) / count
-        coef_x = -(rstd * rstd * mean_grp_gx)
-        const = (-coef_x * mean - rstd * mean_grp_g).repeat_interleave(per_group, 1)
+        coef_g, coef_x, const, grad_weight, grad_bias = _group_norm_backward_coefficients(
+            sum_g, sum_gx, weight, mean, rstd, ctx.groups, h * w)
         # The per-channel coefficients broadcast along the pixels. With only c (8) values in the innermost dimension
         # the element-wise kernels barely vectorise (4x slower), so view the rows as (pixels / k, k * c) and tile
         # the coefficients k times: the same products, a long contiguous inner dimension.
         k = _tile_pixels(h * w, c)
         g_wide, x_wide = g_rows.reshape(n, h * w // k, k * c), rows.reshape(n, h * w // k, k * c)
-        grad_x = torch.addcmul(const.repeat(1, k)[:, None], g_wide, (rstd_c * weight).repeat(1, k)[:, None])
-        grad_x.addcmul_(x_wide, coef_x.repeat_interleave(per_group, 1).repeat(1, k)[:, None])
+        grad_x = torch.addcmul(const.repeat(1, k)[:, None], g_wide, coef_g.repeat(1, k)[:, None])
+        grad_x.addcmul_(x_wide, coef_x.repeat(1, k)[:, None])
         return grad_x.view(n, h, w, c).permute(0, 3, 1, 2), None, grad_weight, grad_bias, None
+
+
+class _GroupNormMaxPool(torch.autograd.Function):
+    """``F.max_pool2d(group_norm(x), 2, 2)`` of a channels_last tensor with one backward for both.
+
+    The max-pool's gradient is non-zero only at each window's maximum, so the GroupNorm backward's per-(image,
+    channel) sums of ``dy`` and ``dy * x`` are sums over the pooled map (a quarter of the pixels, ``x`` gathered at
+    the maxima in the forward), and ``dx = x * b + c`` everywhere plus ``dy * a`` scattered to the maxima. Natively
+    the max-pool backward first zero-fills a full-size gradient, scatters into it, and the GroupNorm backward reads
+    it back whole. The normalised map is not kept for the backward either (8 x 8 x 256 x 256: 16 MB less per step).
+    Same indices as the native max-pool (ties included), gradients equal to float rounding
+    (``tests/test_model.py``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, groups, weight, bias, eps):
+        n, c, h, w = x.shape
+        normed, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, h * w, groups, eps)
+        pooled, indices = torch.ops.aten.max_pool2d_with_indices(normed, [2, 2], [2, 2])
+        index_rows = indices.permute(0, 2, 3, 1).reshape(n, -1, c)  # per image: (pooled pixel, channel) -> pixel
+        x_at_max = x.permute(0, 2, 3, 1).reshape(n, h * w, c).gather(1, index_rows)
+        ctx.save_for_backward(x, index_rows, x_at_max, weight, mean, rstd)
+        ctx.groups = groups
+        return pooled
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, index_rows, x_at_max, weight, mean, rstd = ctx.saved_tensors  # mean, rstd: (n, groups)
+        n, c, h, w = x.shape
+        g_rows = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n, -1, c)
+        coef_g, coef_x, const, grad_weight, grad_bias = _group_norm_backward_coefficients(
+            g_rows.sum(1), (g_rows * x_at_max).sum(1), weight, mean, rstd, ctx.groups, h * w)
+        k = _tile_pixels(h * w, c)
+        grad_x = torch.addcmul(const.repeat(1, k)[:, None], x.permute(0, 2, 3, 1).reshape(n, h * w // k, k * c),
+                               coef_x.repeat(1, k)[:, None])
+        grad_x.view(n, h * w, c).scatter_add_(1, index_rows, g_rows * coef_g[:, None])
+        return grad_x.view(n, h, w, c).permute(0, 3, 1, 2), None, grad_weight, grad_bias, None
+
+
+def group_norm_max_pool(norm: nn.GroupNorm, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+    """``F.max_pool2d(norm(x), 2, 2)`` (an EGE-UNet encoder stage); ``fast`` (training) uses
+    :class:`_GroupNormMaxPool` on large channels_last maps while gradients are recorded."""
+    h, w = x.shape[2:]
+    if (fast and torch.is_grad_enabled() and norm.affine and h % 2 == 0 and w % 2 == 0
+            and h * w >= _GN_FAST_MIN_PIXELS and x.is_contiguous(memory_format=torch.channels_last)):
+        return _GroupNormMaxPool.apply(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    return F.max_pool2d(norm(x), 2, 2)
 
 
 def _phase_images(x: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -332,8 +390,10 @@ def use_training_fast_paths(net: nn.Module, fast: bool = True) -> nn.Module:
     gradients with the plain model): fused channel LayerNorms (:func:`use_fused_norms`), GAB branches of at most 8
     channels normalised in NCHW (:class:`GAB`), 1x1 convolutions as GEMMs, a faster GroupNorm backward on large
     maps, a faster backward for GAB's dilated depthwise convolutions, single-channel upsampling as matrix products
-    (modules with a ``fast_resize`` attribute). Parameters and state_dict keys are untouched, so checkpoints and the
-    export path never see the difference. Measured per-switch effect: ``bench/train_speed.py``'s docstring.
+    and the first stage's GroupNorm + max-pool with one backward (both for modules with a ``fast_resize``
+    attribute: :class:`~egeunet_deploy.model.ege_unet.EGEUNet`, :class:`GAB`). Parameters and state_dict keys are
+    untouched, so checkpoints and the export path never see the difference. Measured per-switch effect:
+    ``bench/train_speed.py``'s docstring.
     """
     use_fused_norms(net, fast)
     for m in net.modules():

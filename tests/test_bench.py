@@ -127,6 +127,16 @@ def test_contention_meter_counts_other_processes_not_ours():
     assert other - own >= 0.6, (own, other)
 
 
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="contention is measured from /proc/stat (Linux)")
+def test_contention_meter_counts_waited_for_workers_as_ours():
+    """A benchmark's own worker process (bench/train_speed.py runs each loop in one), waited for before stop(), is
+    not 'other work'; the same spin in a child still running at stop() is (see the test above)."""
+    meter = ContentionMeter()
+    subprocess.run([sys.executable, "-c", "import time\nend = time.perf_counter() + 1.0\n"
+                    "while time.perf_counter() < end: pass"], check=True)
+    assert meter.stop()["other_processes_cores"] < 0.5
+
+
 def test_contention_warning_only_above_threshold():
     def records(cores):
         return [{"name": "a.onnx", "status": "ok", "results": [],

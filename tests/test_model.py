@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from egeunet_deploy.model import DeployEGEUNet, create_model, list_models
 from egeunet_deploy.model.checkpoint import WeightsError, load_model
@@ -19,8 +20,10 @@ from egeunet_deploy.model.layers import (
     ChannelLayerNorm,
     _ChannelsLastGroupNorm,
     _DilatedDepthwiseConv,
+    _GroupNormMaxPool,
     _NchwChannelLayerNorm,
     _NhwcLayerNorm,
+    group_norm_max_pool,
     resize_bilinear,
     use_fused_norms,
     use_training_fast_paths,
@@ -210,7 +213,7 @@ def test_training_fast_paths_equal_plain_model_forward_and_backward(shipped):
     fast = use_training_fast_paths(copy.deepcopy(net).to(memory_format=torch.channels_last)).train()
     assert fast.fast_resize and fast.GAB1.fast_resize
     assert "forward" in fast.final.__dict__ and "forward" in fast.ebn1.__dict__  # 1x1 conv, GroupNorm overrides
-    x = (torch.rand(2, 3, 256, 256) * 255).contiguous(memory_format=torch.channels_last)  # 256: the GroupNorm path
+    x = (torch.rand(2, 3, 256, 256) * 255).contiguous(memory_format=torch.channels_last)  # 256: GroupNorm + pool path
     y = (torch.rand(2, 1, 256, 256) > 0.6).float()
     ds_p, out_p = plain.forward_logits(x)
     ds_f, out_f = fast.forward_logits(x)
@@ -254,6 +257,34 @@ def test_fast_resize_and_nchw_layernorm_match_reference_ops():
         bk = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda *t, g=groups: _ChannelsLastGroupNorm.apply(t[0], g, t[1], t[2], 1e-5),
                                         (xk.requires_grad_(), wk, bk))
+
+
+def test_group_norm_max_pool_equals_native_pair_including_ties():
+    """The fused training GroupNorm + 2x2 max-pool: gradcheck, and the native pair's values and gradients on a map
+    with flat regions (rotation padding makes exact ties), where the max-pool's first-index choice matters."""
+    w = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    x = (torch.randn(2, 8, 6, 10, dtype=torch.float64) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    assert torch.autograd.gradcheck(lambda *t: _GroupNormMaxPool.apply(t[0], 4, t[1], t[2], 1e-5),
+                                    (x.requires_grad_(), w, b))
+    flat = torch.zeros(2, 8, 16, 16, dtype=torch.float64)
+    flat[:, :, :9] = torch.randn(2, 8, 9, 16, dtype=torch.float64)
+    flat = flat.contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(2, 8, 8, 8, dtype=torch.float64)
+    fused = _GroupNormMaxPool.apply(flat, 4, w, b, 1e-5)
+    native = F.max_pool2d(F.group_norm(flat, 4, w, b, 1e-5), 2, 2)
+    torch.testing.assert_close(fused, native)
+    for a, n in zip(torch.autograd.grad(fused, (flat, w, b), grad), torch.autograd.grad(native, (flat, w, b), grad),
+                    strict=True):
+        torch.testing.assert_close(a, n)
+    # the switch: fused only for training on large channels_last maps, the module pair otherwise
+    norm = nn.GroupNorm(4, 8)
+    big = torch.randn(1, 8, 256, 256).contiguous(memory_format=torch.channels_last)
+    assert type(group_norm_max_pool(norm, big, fast=True).grad_fn).__name__ == "_GroupNormMaxPoolBackward"
+    assert "MaxPool" in type(group_norm_max_pool(norm, big, fast=False).grad_fn).__name__
+    assert "MaxPool" in type(group_norm_max_pool(norm, big[:, :, :128, :128], fast=True).grad_fn).__name__
+    with torch.no_grad():
+        torch.testing.assert_close(group_norm_max_pool(norm, big, fast=True), F.max_pool2d(norm(big), 2, 2))
 
 
 def test_multithread_layernorm_backward_equals_native_and_restores_threads():

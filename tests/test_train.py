@@ -7,7 +7,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -224,16 +223,11 @@ def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tiny, uninterrupted, t
     assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_cpu_processes(tiny, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "egeunet_deploy", "train", "--data", str(tiny), "--out", str(out),
+    # --standalone: torchrun binds its own free port (a port picked here could be taken before torchrun binds it)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "egeunet_deploy", "train", "--data", str(tiny), "--out", str(out),
            "--epochs", "2", "--batch-size", "2", "--threads", "1", "--no-progress"]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
