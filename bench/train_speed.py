@@ -218,9 +218,9 @@ def _worker(loop: str, pairs, batch: int, threads: int, conn) -> None:
     steps(2)  # warm-up
     conn.send(decode_seconds)
     while (n := conn.recv()) is not None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         steps(n)
-        conn.send(n * batch / (time.perf_counter() - start))
+        conn.send((n * batch / (time.perf_counter() - start), time.process_time() - cpu))
 
 
 def main() -> None:
@@ -247,17 +247,20 @@ def main() -> None:
 
     meter = ContentionMeter()
     speeds: dict[str, list[float]] = {loop: [] for loop in LOOPS}
+    workers_cpu = 0.0  # the workers' CPU time while measured is ours, not contention
     for r in range(args.rounds):
         # This VM's speed drifts by 10-30% within a minute: the loops run back to back, one at a time, in an order
         # that flips every round, so each round's ratios are fair even when the absolute figures move.
         for loop in (list(LOOPS) if r % 2 == 0 else list(LOOPS)[::-1]):
             conns[loop].send(args.steps)
-            speeds[loop].append(conns[loop].recv())
+            img_per_s, cpu_seconds = conns[loop].recv()
+            speeds[loop].append(img_per_s)
+            workers_cpu += cpu_seconds
+    contention = meter.stop(workers_cpu)
     for conn in conns.values():
         conn.send(None)
     for proc in procs:
         proc.join()
-    contention = meter.stop()  # after the join: the workers' CPU time counts as ours
 
     def ratios(base: str) -> list[float]:
         return [o / n for n, o in zip(speeds[base], speeds["ours"], strict=True)]

@@ -114,28 +114,22 @@ def _cpu_busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _own_cpu_seconds() -> float:
-    """CPU time of this process and of its children that have been waited for (a benchmark's worker processes)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 class ContentionMeter:
-    """How many cores *other* processes kept busy while we measured: host busy time minus the CPU time of this process
-    and of the children it has waited for,
-    over the wall time. Why: latency on a shared machine is inflated and noisy (a training run on the other core of
-    this 2-vCPU host turned 13 ms into 18-31 ms, and PyTorch at 2 threads into a second), and the figures alone do
-    not say so; the report must."""
+    """How many cores *other* processes kept busy while we measured: host busy time minus this process's CPU time (and
+    what its own worker processes report with ``stop(workers_cpu_seconds=...)``), over the wall time. Why: latency on
+    a shared machine is inflated and noisy (a training run on the other core of this 2-vCPU host turned 13 ms into
+    18-31 ms, and PyTorch at 2 threads into a second), and the figures alone do not say so; the report must."""
 
     def __init__(self) -> None:
-        self.wall0, self.own0, self.busy0 = time.perf_counter(), _own_cpu_seconds(), _cpu_busy_seconds()
+        self.wall0, self.own0, self.busy0 = time.perf_counter(), time.process_time(), _cpu_busy_seconds()
 
-    def stop(self) -> dict:
+    def stop(self, workers_cpu_seconds: float = 0.0) -> dict:
         busy1 = _cpu_busy_seconds()
         wall = time.perf_counter() - self.wall0
         if self.busy0 is None or busy1 is None or wall <= 0:
             return {"other_processes_cores": None, "note": "no /proc/stat here: contention not measured"}
-        others = max(0.0, (busy1 - self.busy0) - (_own_cpu_seconds() - self.own0)) / wall
+        own = time.process_time() - self.own0 + workers_cpu_seconds
+        others = max(0.0, (busy1 - self.busy0) - own) / wall
         return {"other_processes_cores": round(others, 3), "seconds": round(wall, 1)}
 
 

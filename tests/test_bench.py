@@ -128,13 +128,24 @@ def test_contention_meter_counts_other_processes_not_ours():
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="contention is measured from /proc/stat (Linux)")
-def test_contention_meter_counts_waited_for_workers_as_ours():
-    """A benchmark's own worker process (bench/train_speed.py runs each loop in one), waited for before stop(), is
-    not 'other work'; the same spin in a child still running at stop() is (see the test above)."""
+def test_contention_meter_counts_reported_worker_cpu_as_ours():
+    """A benchmark's own worker process (bench/train_speed.py runs each loop in one) reports its CPU time, which is
+    then not 'other work'; unreported, the same spin is (see the test above)."""
+    import resource
+
+    def spin_in_child() -> float:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", "import time\nend = time.perf_counter() + 1.0\n"
+                        "while time.perf_counter() < end: pass"], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
     meter = ContentionMeter()
-    subprocess.run([sys.executable, "-c", "import time\nend = time.perf_counter() + 1.0\n"
-                    "while time.perf_counter() < end: pass"], check=True)
-    assert meter.stop()["other_processes_cores"] < 0.5
+    unreported = spin_in_child()
+    other = meter.stop()["other_processes_cores"]
+    meter = ContentionMeter()
+    reported = meter.stop(workers_cpu_seconds=spin_in_child())["other_processes_cores"]
+    assert unreported > 0.8 and other - reported >= 0.6, (unreported, other, reported)
 
 
 def test_contention_warning_only_above_threshold():
