@@ -73,7 +73,9 @@ machine, so +-20% and often more; kept only what won in an interleaved A/B):
 - kept (session 5): the first stage's GroupNorm + max-pool as one autograd function (``layers._GroupNormMaxPool``):
   the GroupNorm backward's sums over the pooled map only, ``dx`` as one fused multiply-add of ``x`` plus a scatter at
   the maxima, no zero-filled full-size gradient, no saved normalised map (16 MB less per step). That stage's
-  forward+backward, 8 paired rounds at 1 thread: 51-56 -> 45-57 ms, median ratio 0.91, so ~5 ms of a step.
+  forward+backward, 8 paired rounds at 1 thread: 51-56 -> 45-57 ms, median ratio 0.91, so ~5 ms of a step. It
+  took over from the standalone GroupNorm backward of session 3, removed in session 6: at the contract's 256x256
+  no other GroupNorm map is large enough to use it.
   Benchmark (session 5): each loop in its own process, the naive one with glibc's default malloc. Before, the
   naive loop ran in ours' process and so had our malloc setting; measured in one run, that setting makes the naive
   loop 3-10% faster.

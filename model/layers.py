@@ -150,8 +150,8 @@ class _ToNchw(torch.autograd.Function):
         return grad.contiguous(memory_format=torch.channels_last)
 
 
-# From this many pixels per channel on (EGE-UNet's first stage: 8 x 8 x 256 x 256) the GroupNorm backward below beats
-# the native channels_last one (20 vs 27-50 ms); at 128 x 128 they tie.
+# From this many pixels per channel on (EGE-UNet's first stage: 8 x 8 x 256 x 256) a hand-written GroupNorm backward
+# beats the native channels_last one (20 vs 27-50 ms); at 128 x 128 they tie.
 _GN_FAST_MIN_PIXELS = 256 * 256
 
 
@@ -174,45 +174,6 @@ def _group_norm_backward_coefficients(sum_g: torch.Tensor, sum_gx: torch.Tensor,
     coef_x = -(rstd * rstd * mean_grp_gx)
     const = (-coef_x * mean - rstd * mean_grp_g).repeat_interleave(per_group, 1)
     return rstd_c * weight, coef_x.repeat_interleave(per_group, 1), const, grad_weight, grad_bias
-
-
-class _ChannelsLastGroupNorm(torch.autograd.Function):
-    """GroupNorm of a channels_last tensor: the native forward, a faster hand-written backward.
-
-    The native channels_last GroupNorm backward was the single largest op of a training step. Here the per-(image,
-    channel) sums it needs, of ``dy`` and of ``dy * x``, are matrix products over the (pixels, C) view (one read of
-    each tensor) and ``dx = dy * a + x * b + c`` is two fused multiply-adds. Forward values and the input gradient
-    equal the native ones to float rounding (~1e-7); the weight gradient, ``sum(dy * (x - mean)) * rstd``, is formed
-    as ``sum(dy * x) - mean * sum(dy)`` and can lose a few more digits (~1e-5 relative) when |mean| >> std.
-    """
-
-    @staticmethod
-    def forward(ctx, x, groups, weight, bias, eps):
-        n, c, h, w = x.shape
-        out, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, h * w, groups, eps)
-        ctx.save_for_backward(x, weight, mean, rstd)
-        ctx.groups = groups
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight, mean, rstd = ctx.saved_tensors  # mean, rstd: (n, groups)
-        n, c, h, w = x.shape
-        rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
-        g_rows = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n, h * w, c)
-        ones = torch.ones(n, 1, h * w, dtype=x.dtype, device=x.device)
-        sum_g = torch.bmm(ones, g_rows).view(n, c)
-        sum_gx = torch.diagonal(torch.bmm(g_rows.transpose(1, 2), rows), dim1=1, dim2=2)
-        coef_g, coef_x, const, grad_weight, grad_bias = _group_norm_backward_coefficients(
-            sum_g, sum_gx, weight, mean, rstd, ctx.groups, h * w)
-        # The per-channel coefficients broadcast along the pixels. With only c (8) values in the innermost dimension
-        # the element-wise kernels barely vectorise (4x slower), so view the rows as (pixels / k, k * c) and tile
-        # the coefficients k times: the same products, a long contiguous inner dimension.
-        k = _tile_pixels(h * w, c)
-        g_wide, x_wide = g_rows.reshape(n, h * w // k, k * c), rows.reshape(n, h * w // k, k * c)
-        grad_x = torch.addcmul(const.repeat(1, k)[:, None], g_wide, coef_g.repeat(1, k)[:, None])
-        grad_x.addcmul_(x_wide, coef_x.repeat(1, k)[:, None])
-        return grad_x.view(n, h, w, c).permute(0, 3, 1, 2), None, grad_weight, grad_bias, None
 
 
 class _GroupNormMaxPool(torch.autograd.Function):
@@ -245,6 +206,9 @@ class _GroupNormMaxPool(torch.autograd.Function):
         g_rows = grad.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n, -1, c)
         coef_g, coef_x, const, grad_weight, grad_bias = _group_norm_backward_coefficients(
             g_rows.sum(1), (g_rows * x_at_max).sum(1), weight, mean, rstd, ctx.groups, h * w)
+        # The per-channel coefficients broadcast along the pixels. With only c (8) values in the innermost dimension
+        # the element-wise kernels barely vectorise (4x slower), so view the rows as (pixels / k, k * c) and tile
+        # the coefficients k times: the same products, a long contiguous inner dimension.
         k = _tile_pixels(h * w, c)
         grad_x = torch.addcmul(const.repeat(1, k)[:, None], x.permute(0, 2, 3, 1).reshape(n, h * w // k, k * c),
                                coef_x.repeat(1, k)[:, None])
@@ -330,14 +294,6 @@ def _tile_pixels(pixels: int, channels: int, width: int = 256) -> int:
     return k
 
 
-def _group_norm_fast(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-    """:class:`_ChannelsLastGroupNorm` where it is faster (large channels_last maps), the module's own otherwise."""
-    if (x.dim() == 4 and norm.affine and x.shape[2] * x.shape[3] >= _GN_FAST_MIN_PIXELS
-            and x.is_contiguous(memory_format=torch.channels_last)):
-        return _ChannelsLastGroupNorm.apply(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
-    return nn.GroupNorm.forward(norm, x)
-
-
 _RESIZE_MATRICES: dict[tuple, torch.Tensor] = {}
 
 
@@ -388,10 +344,10 @@ def use_training_fast_paths(net: nn.Module, fast: bool = True) -> nn.Module:
 
     Every switch computes the same function to float rounding (``tests/test_model.py`` compares outputs and
     gradients with the plain model): fused channel LayerNorms (:func:`use_fused_norms`), GAB branches of at most 8
-    channels normalised in NCHW (:class:`GAB`), 1x1 convolutions as GEMMs, a faster GroupNorm backward on large
-    maps, a faster backward for GAB's dilated depthwise convolutions, single-channel upsampling as matrix products
-    and the first stage's GroupNorm + max-pool with one backward (both for modules with a ``fast_resize``
-    attribute: :class:`~egeunet_deploy.model.ege_unet.EGEUNet`, :class:`GAB`). Parameters and state_dict keys are
+    channels normalised in NCHW (:class:`GAB`), 1x1 convolutions as GEMMs, a faster backward for GAB's dilated
+    depthwise convolutions, single-channel upsampling as matrix products and the first stage's GroupNorm + max-pool
+    with one backward (both for modules with a ``fast_resize`` attribute:
+    :class:`~egeunet_deploy.model.ege_unet.EGEUNet`, :class:`GAB`). Parameters and state_dict keys are
     untouched, so checkpoints and the export path never see the difference. Measured per-switch effect:
     ``bench/train_speed.py``'s docstring.
     """
@@ -403,7 +359,7 @@ def use_training_fast_paths(net: nn.Module, fast: bool = True) -> nn.Module:
             m.fast_resize = fast
         override = (_pointwise_as_linear if isinstance(m, nn.Conv2d) and _is_pointwise(m)
                     else _dilated_depthwise_fast if isinstance(m, nn.Conv2d) and _is_dilated_depthwise_same(m)
-                    else _group_norm_fast if isinstance(m, nn.GroupNorm) else None)
+                    else None)
         if override is not None:
             if fast:
                 m.forward = types.MethodType(override, m)

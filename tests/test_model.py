@@ -18,7 +18,6 @@ from egeunet_deploy.model.info import count_macs
 from egeunet_deploy.model.layers import (
     GHPA,
     ChannelLayerNorm,
-    _ChannelsLastGroupNorm,
     _DilatedDepthwiseConv,
     _GroupNormMaxPool,
     _NchwChannelLayerNorm,
@@ -212,7 +211,7 @@ def test_training_fast_paths_equal_plain_model_forward_and_backward(shipped):
     plain = use_fused_norms(copy.deepcopy(net).to(memory_format=torch.channels_last)).train()
     fast = use_training_fast_paths(copy.deepcopy(net).to(memory_format=torch.channels_last)).train()
     assert fast.fast_resize and fast.GAB1.fast_resize
-    assert "forward" in fast.final.__dict__ and "forward" in fast.ebn1.__dict__  # 1x1 conv, GroupNorm overrides
+    assert "forward" in fast.final.__dict__ and "forward" in fast.GAB1.g1[1].__dict__  # 1x1, dilated overrides
     x = (torch.rand(2, 3, 256, 256) * 255).contiguous(memory_format=torch.channels_last)  # 256: GroupNorm + pool path
     y = (torch.rand(2, 1, 256, 256) > 0.6).float()
     ds_p, out_p = plain.forward_logits(x)
@@ -230,7 +229,7 @@ def test_training_fast_paths_equal_plain_model_forward_and_backward(shipped):
         assert relative < 1e-3, f"{name}: gradients differ by {relative:.2e} (relative L2)"
     # switching back restores the plain computation (no instance forward left behind)
     use_training_fast_paths(fast, False)
-    assert not fast.fast_resize and "forward" not in fast.final.__dict__ and "forward" not in fast.ebn1.__dict__
+    assert not fast.fast_resize and "forward" not in fast.final.__dict__ and "forward" not in fast.GAB1.g1[1].__dict__
     assert not any(m.fused for m in fast.modules() if isinstance(m, ChannelLayerNorm))
 
 
@@ -245,18 +244,6 @@ def test_fast_resize_and_nchw_layernorm_match_reference_ops():
     assert torch.autograd.gradcheck(lambda *t: _NchwChannelLayerNorm.apply(*t, 1e-6), (xd, w, b))
     ref = F.layer_norm(xd.permute(0, 2, 3, 1), (5,), w, b, 1e-6).permute(0, 3, 1, 2)
     torch.testing.assert_close(_NchwChannelLayerNorm.apply(xd, w, b, 1e-6), ref)
-    xg = (torch.randn(2, 8, 5, 6, dtype=torch.float64) * 3 + 2).contiguous(memory_format=torch.channels_last)
-    wg = torch.randn(8, dtype=torch.float64, requires_grad=True)
-    bg = torch.randn(8, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *t: _ChannelsLastGroupNorm.apply(t[0], 4, t[1], t[2], 1e-5),
-                                    (xg.requires_grad_(), wg, bg))
-    # the backward's wide (pixels / k, k * c) views: a prime pixel count (k = 1) and 12 channels in 3 groups
-    for shape, groups in (((1, 8, 1, 31), 4), ((2, 12, 4, 5), 3)):
-        xk = (torch.randn(*shape, dtype=torch.float64) + 1).contiguous(memory_format=torch.channels_last)
-        wk = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
-        bk = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(lambda *t, g=groups: _ChannelsLastGroupNorm.apply(t[0], g, t[1], t[2], 1e-5),
-                                        (xk.requires_grad_(), wk, bk))
 
 
 def test_group_norm_max_pool_equals_native_pair_including_ties():
@@ -267,6 +254,13 @@ def test_group_norm_max_pool_equals_native_pair_including_ties():
     x = (torch.randn(2, 8, 6, 10, dtype=torch.float64) * 3 + 1).contiguous(memory_format=torch.channels_last)
     assert torch.autograd.gradcheck(lambda *t: _GroupNormMaxPool.apply(t[0], 4, t[1], t[2], 1e-5),
                                     (x.requires_grad_(), w, b))
+    # the backward's wide (pixels / k, k * c) views: k = 4 (2 x 74 pixels) and 12 channels in 3 groups
+    for shape, groups in (((1, 8, 2, 74), 4), ((2, 12, 4, 6), 3)):
+        xk = (torch.randn(*shape, dtype=torch.float64) + 1).contiguous(memory_format=torch.channels_last)
+        wk = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+        bk = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda *t, g=groups: _GroupNormMaxPool.apply(t[0], g, t[1], t[2], 1e-5),
+                                        (xk.requires_grad_(), wk, bk))
     flat = torch.zeros(2, 8, 16, 16, dtype=torch.float64)
     flat[:, :, :9] = torch.randn(2, 8, 9, 16, dtype=torch.float64)
     flat = flat.contiguous(memory_format=torch.channels_last).requires_grad_()
