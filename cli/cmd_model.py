@@ -50,6 +50,19 @@ def register(sub) -> None:
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("split", help="a seeded random train/val/test split (the paper's 7:3 protocol) as links")
+    p.set_defaults(handler=cmd_split)
+    p.add_argument("--data", type=Path, required=True, help="dataset root holding the source splits")
+    p.add_argument("--out", type=Path, required=True, help="new folder for the split (official layout)")
+    p.add_argument("--from", dest="source_splits", default="train,val",
+                   help="source splits pooled before splitting (default train,val: the paper's 2,150 images)")
+    p.add_argument("--fractions", default="0.7,0,0.3",
+                   help="train,val,test shares (default 0.7,0,0.3: the paper's; val 0 makes val the test set, "
+                        "as the official code selects on it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--copy", action="store_true", help="copy the files instead of linking them")
+    p.add_argument("--skip-bad", action="store_true")
+
     p = sub.add_parser("predict", help="binary masks and overlays at the input's resolution")
     p.set_defaults(handler=cmd_predict)
     add_weights_arg(p)
@@ -107,6 +120,21 @@ def cmd_evaluate(args) -> int:
     print(f"{result['n_images']} images of {args.data} [{args.split}] at {result['resolution']} resolution: "
           f"pooled mIoU {p['miou']:.4f}  DSC {p['dsc']:.4f}  acc {p['accuracy']:.4f}  sens {p['sensitivity']:.4f}  "
           f"spec {p['specificity']:.4f} | per-image mIoU {q['miou']:.4f}  DSC {q['dsc']:.4f}")
+    return 0
+
+
+def cmd_split(args) -> int:
+    from egeunet_deploy.model.split import random_split
+
+    try:
+        fractions = tuple(float(f) for f in args.fractions.split(","))
+    except ValueError:
+        raise ValueError(f"--fractions must be three numbers like 0.7,0,0.3; got {args.fractions!r}") from None
+    record = random_split(args.data, args.out, source_splits=tuple(args.source_splits.split(",")),
+                          fractions=fractions, seed=args.seed, copy=args.copy, skip_bad=args.skip_bad)
+    c = record["counts"]
+    print(f"wrote {args.out}: train {c['train']}, val {c['val'] or 'same as test'}, test {c['test']} pairs "
+          f"(seed {record['seed']}, {record['files']}); {record['note']}")
     return 0
 
 
