@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import current_umask
 from .data import DataError, Pair, find_pairs
 
 SPLITS = ("train", "val", "test")
@@ -78,9 +79,7 @@ def random_split(root: Path | str, out: Path | str, *, source_splits: tuple[str,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the split from other users
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the split from other users
         for name in ("train", "test") + (("val",) if counts[1] else ()):
             for kind in ("images", "masks"):
                 (tmp / name / kind).mkdir(parents=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
+from PIL import Image
 
 from egeunet_deploy.main import main
 from egeunet_deploy.model import split as split_module
+from egeunet_deploy.model.checkpoint import current_umask
 from egeunet_deploy.model.data import DataError, find_pairs, load_split
 from egeunet_deploy.model.split import random_split, split_counts
 
@@ -25,9 +26,8 @@ def test_split_of_the_real_sample_is_disjoint_complete_and_loadable(sample_dir, 
     assert [len(parts[n]) for n in ("train", "val", "test")] == [58, 10, 28] == list(record["counts"].values())
     assert set().union(*parts.values()) == source and sum(map(len, parts.values())) == len(source)
     assert parts == record["stems"] == json.loads((tmp_path / "s" / "split.json").read_text())["stems"]
-    umask = os.umask(0)
-    os.umask(umask)
-    assert not record["val_is_test"] and (tmp_path / "s").stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's
+    mode = (tmp_path / "s").stat().st_mode & 0o777
+    assert not record["val_is_test"] and mode == 0o777 & ~current_umask()  # not mkdtemp's 0700
     loaded = load_split(tmp_path / "s", "val")  # links decode like the files they point at
     assert loaded.images.shape == (10, 256, 256, 3) and loaded.masks.max() == 1
 
@@ -65,8 +65,12 @@ def test_bad_requests_exit_2_and_write_nothing(sample_dir, tmp_path, capsys, cas
     if case == "exists":
         out.mkdir()
         expected = "already exists"
-    elif case == "collision":
-        args[-1] = "train,train"
+    elif case == "collision":  # the same stem in two source splits
+        for split in ("train", "val"):
+            for kind, image in (("images", Image.new("RGB", (8, 8))), ("masks", Image.new("L", (8, 8)))):
+                (tmp_path / "d" / split / kind).mkdir(parents=True)
+                image.save(tmp_path / "d" / split / kind / "ISIC_0000001.png")
+        args[2], args[-1] = str(tmp_path / "d"), "train,val"
         expected = "more than one source split"
     else:
         args += ["--fractions", "0.7,0.3"]
@@ -74,7 +78,7 @@ def test_bad_requests_exit_2_and_write_nothing(sample_dir, tmp_path, capsys, cas
     code = main(args)
     err = capsys.readouterr().err
     assert code == 2 and expected in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["s"] if case == "exists" else [])
+    assert out.exists() == (case == "exists") and not list(tmp_path.glob(".s.*"))
 
 
 def test_an_interrupted_split_leaves_no_folder_behind(sample_dir, tmp_path, monkeypatch):
