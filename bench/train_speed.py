@@ -106,6 +106,7 @@ from PIL import Image
 
 from egeunet_deploy.model import create_model
 from egeunet_deploy.model.augment import augment_batch
+from egeunet_deploy.model.checkpoint import atomic_write_bytes
 from egeunet_deploy.model.data import find_pairs, load_pairs
 from egeunet_deploy.model.layers import use_training_fast_paths
 from egeunet_deploy.model.train import keep_freed_memory, recipe_loss
@@ -264,16 +265,16 @@ def main() -> None:
     for proc in procs:
         proc.join()
 
-    def ratios(base: str) -> list[float]:
-        return [o / n for n, o in zip(speeds[base], speeds["ours"], strict=True)]
+    ratios = {base: [o / n for n, o in zip(speeds[base], speeds["ours"], strict=True)]
+              for base in ("naive", "naive_kept_memory")}
 
     result = {"threads": args.threads or torch.get_num_threads(), "batch": batch, "steps_per_round": args.steps,
               "rounds": args.rounds, "loops": LOOPS,
               **{f"{loop}_img_per_s": float(np.median(v)) for loop, v in speeds.items()},
               "one_time_decode_s": decode_seconds, "decoded_images": len(pairs),
-              "round_ratios": ratios("naive"), "speedup": float(np.median(ratios("naive"))),
-              "round_ratios_vs_naive_kept_memory": ratios("naive_kept_memory"),
-              "speedup_vs_naive_kept_memory": float(np.median(ratios("naive_kept_memory"))),
+              "round_ratios": ratios["naive"], "speedup": float(np.median(ratios["naive"])),
+              "round_ratios_vs_naive_kept_memory": ratios["naive_kept_memory"],
+              "speedup_vs_naive_kept_memory": float(np.median(ratios["naive_kept_memory"])),
               "others_busy_cores": contention}
     epoch = 1999
     for loop in LOOPS:
@@ -281,7 +282,7 @@ def main() -> None:
         print(f"{loop:18s}: {v:6.1f} img/s  ({epoch / v:.0f} s/epoch)  {LOOPS[loop]}")
     print(f"one-time decode   : {decode_seconds:.1f} s for {len(pairs)} images (ours only)")
     for base, key in (("naive", "speedup"), ("naive_kept_memory", "speedup_vs_naive_kept_memory")):
-        rs = ratios(base)
+        rs = ratios[base]
         print(f"speed-up vs {base:18s}: {result[key]:.2f}x  ({result['threads']} threads, median of {args.rounds} "
               f"rounds, range {min(rs):.2f}-{max(rs):.2f}x)")
     busy = contention.get("other_processes_cores")
@@ -289,7 +290,7 @@ def main() -> None:
         print(f"warning: other processes kept {busy:.2f} cores busy during this run: the figures are not a quiet "
               f"machine's; stop other work for figures to publish.")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_bytes(args.json, json.dumps(result, indent=2).encode())
 
 
 if __name__ == "__main__":
