@@ -95,7 +95,8 @@ def random_split(root: Path | str, out: Path | str, *, source_splits: tuple[str,
             "val_is_test": not counts[1],
             "note": ("val is test: best-epoch selection on the test set, as the official code does (optimistic)"
                      if not counts[1] else "val and test are disjoint"),
-            "stems": {name: [p.stem for p in chosen[name]] for name in SPLITS if counts[SPLITS.index(name)]},
+            "stems": {name: [p.stem for p in chosen[name]]
+                      for name, count in zip(SPLITS, counts, strict=True) if count},
         }
         (tmp / "split.json").write_text(json.dumps(record, indent=1))
         os.rename(tmp, out)

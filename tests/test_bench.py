@@ -110,6 +110,12 @@ def _spin(seconds: float) -> None:
         pass
 
 
+def _spin_command(seconds: float) -> list[str]:
+    """:func:`_spin` in a child Python process."""
+    return [sys.executable, "-c", f"import time\nend = time.perf_counter() + {seconds}\n"
+            "while time.perf_counter() < end: pass"]
+
+
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="contention is measured from /proc/stat (Linux)")
 def test_contention_meter_counts_other_processes_not_ours():
     """A busy child process shows up as ~1 other core; the same spin in this process does not. Differential, so
@@ -117,8 +123,7 @@ def test_contention_meter_counts_other_processes_not_ours():
     meter = ContentionMeter()
     _spin(1.0)
     own = meter.stop()["other_processes_cores"]
-    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.perf_counter() + 1.5\n"
-                              "while time.perf_counter() < end: pass"])
+    child = subprocess.Popen(_spin_command(1.5))
     time.sleep(0.2)  # interpreter start-up
     meter = ContentionMeter()
     time.sleep(1.0)
@@ -135,8 +140,7 @@ def test_contention_meter_counts_reported_worker_cpu_as_ours():
 
     def spin_in_child() -> float:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-c", "import time\nend = time.perf_counter() + 1.0\n"
-                        "while time.perf_counter() < end: pass"], check=True)
+        subprocess.run(_spin_command(1.0), check=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
