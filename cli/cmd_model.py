@@ -47,6 +47,8 @@ def register(sub) -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
     p.add_argument("--native", action="store_true", help="score at each image's own resolution")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="also write a per-image CSV and pictures (score plots, worst images) to DIR")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
@@ -110,7 +112,7 @@ def cmd_evaluate(args) -> int:
     from egeunet_deploy.model.evaluate import evaluate
 
     result = evaluate(args.weights, args.data, args.split, native=args.native, skip_bad=args.skip_bad,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, report=args.report)
     text = json.dumps(result, indent=2)
     if args.json:
         from egeunet_deploy.model.checkpoint import atomic_write_bytes
@@ -120,6 +122,15 @@ def cmd_evaluate(args) -> int:
     print(f"{result['n_images']} images of {args.data} [{args.split}] at {result['resolution']} resolution: "
           f"pooled mIoU {p['miou']:.4f}  DSC {p['dsc']:.4f}  acc {p['accuracy']:.4f}  sens {p['sensitivity']:.4f}  "
           f"spec {p['specificity']:.4f} | per-image mIoU {q['miou']:.4f}  DSC {q['dsc']:.4f}")
+    print("by lesion size: " + "; ".join(
+        f"{r['name']} n={r['n']} DSC {r['pooled']['dsc']:.4f} (missed {r['missed_pixels']} px, false "
+        f"{r['false_pixels']} px)" for r in result["by_lesion_size"] if r["pooled"]))
+    best, contract = result["threshold_sweep"]["best"], result["threshold_sweep"]["contract_threshold"]
+    if best["threshold"] != contract:
+        print(f"note: threshold {best['threshold']} would score pooled DSC {best['pooled_dsc']:.4f} here; every "
+              f"artifact keeps the contract's {contract} (see threshold_sweep in the JSON)")
+    if "report" in result:
+        print(f"report: {result['report']['folder']} ({', '.join(result['report']['files'])})")
     return 0
 
 

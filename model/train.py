@@ -388,10 +388,7 @@ def write_logs(out_dir: Path, history: list[dict]) -> None:
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .figures import plt, save_png
 
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -404,10 +401,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     b.set_xlabel("epoch")
     b.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path, dpi=100)
 
 
 def main_distributed() -> None:  # pragma: no cover - entry for `torchrun -m egeunet_deploy.model.train ...`

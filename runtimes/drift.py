@@ -22,12 +22,10 @@ import numpy as np
 import yaml
 
 from egeunet_deploy.model.contract import binarize
-from egeunet_deploy.model.metrics import Confusion, dice, per_image_scores
+from egeunet_deploy.model.metrics import SIZE_BINS, Confusion, dice, per_image_scores, size_strata
 
 from .base import RUNNERS, ArtifactError, RuntimeUnavailable, host_info, runner_class_for
 
-# Lesion area as a fraction of the image (at model resolution). On ISIC 2017 test these bins hold 222/181/186 images.
-SIZE_BINS = (("small", 0.0, 0.10), ("medium", 0.10, 0.30), ("large", 0.30, 1.0 + 1e-9))
 TOLERANCE_FIELDS = ("delta_dsc_abs_max", "delta_miou_abs_max", "agreement_dsc_min", "prob_abs_max")
 N_WORST = 8
 N_BOOT = 2000
@@ -126,12 +124,6 @@ def bootstrap_ci(diff: np.ndarray, n_boot: int = N_BOOT, level: float = 0.95, se
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
-
-
-def size_strata(masks: np.ndarray) -> list[tuple[str, tuple[float, float], np.ndarray]]:
-    """(name, (lo, hi), image indices) for small / medium / large lesions by ground-truth area fraction."""
-    frac = masks.reshape(len(masks), -1).mean(axis=1)
-    return [(name, (lo, min(hi, 1.0)), np.flatnonzero((frac >= lo) & (frac < hi))) for name, lo, hi in SIZE_BINS]
 
 
 @dataclass

@@ -8,19 +8,13 @@ HTML + inline CSS (no scripts, nothing fetched from the network).
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from egeunet_deploy.model.figures import GT_RGB, PRED_RGB, difference_map, image_grid, plt, save_png  # sets Agg
+from egeunet_deploy.model.predict import overlay
 
-from egeunet_deploy.model.checkpoint import atomic_write_bytes  # noqa: E402
-from egeunet_deploy.model.predict import overlay  # noqa: E402
-
-GT_RGB, PRED_RGB = (40, 200, 80), (255, 64, 32)
 STATUS_COLORS = {"passed": "#1a7f37", "failed": "#cf222e", "error": "#cf222e", "skipped": "#9a6700"}
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#1f2328}
@@ -30,14 +24,6 @@ th{background:#f6f8fa;text-align:left}td.num{text-align:right;font-variant-numer
 .status{font-weight:600;color:#fff;border-radius:4px;padding:.1em .5em}img{max-width:100%;border:1px solid #d0d7de}
 .note{color:#57606a;font-size:.9em}code{background:#f6f8fa;padding:.1em .3em;border-radius:3px}
 """
-
-
-def save_png(fig, path: Path) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path.name
 
 
 def _safe(name: str) -> str:
@@ -125,30 +111,16 @@ def blame_figure(rec: dict, out: Path, tag: str = "") -> str:
 
 def worst_overlays(rec: dict, data_set, ref, art, out: Path, tag: str = "") -> str:
     """Rows = the images where the artifact flips most pixels: ground truth, PyTorch, artifact, difference."""
-    worst = rec["worst"]
-    fig, axes = plt.subplots(len(worst), 4, figsize=(11, 2.8 * len(worst)), squeeze=False)
-    titles = ("ground truth", "PyTorch reference", rec["name"], "difference (red: artifact only, blue: ref only)")
-    for row, w in enumerate(worst):
+    rows, subtitles = [], []
+    for w in rec["worst"]:
         i = w["index"]
         img = data_set.images[i]
-        only_art = art.masks[i].astype(bool) & ~ref.masks[i].astype(bool)
-        only_ref = ref.masks[i].astype(bool) & ~art.masks[i].astype(bool)
-        diff = (img * 0.35).astype(np.uint8)
-        diff[only_art] = (255, 40, 40)
-        diff[only_ref] = (60, 120, 255)
-        panels = (overlay(img, data_set.masks[i], color=GT_RGB), overlay(img, ref.masks[i], color=PRED_RGB),
-                  overlay(img, art.masks[i], color=PRED_RGB), diff)
-        subtitles = ("", f"DSC {w['reference_dsc']:.3f}", f"DSC {w['artifact_dsc']:.3f}",
-                     f"{w['flipped_pixels']} px flipped, agree {w['agreement_dsc']:.4f}")
-        for col, (panel, sub) in enumerate(zip(panels, subtitles, strict=True)):
-            ax = axes[row][col]
-            ax.imshow(panel)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            head = f"{titles[col]}\n" if row == 0 else ""
-            ax.set_title(f"{head}{w['name'] if col == 0 else sub}", fontsize=8)
-    fig.tight_layout()
-    return save_png(fig, out / f"worst_{tag}_{_safe(rec['name'])}.png")
+        rows.append((overlay(img, data_set.masks[i], color=GT_RGB), overlay(img, ref.masks[i], color=PRED_RGB),
+                     overlay(img, art.masks[i], color=PRED_RGB), difference_map(img, art.masks[i], ref.masks[i])))
+        subtitles.append((w["name"], f"DSC {w['reference_dsc']:.3f}", f"DSC {w['artifact_dsc']:.3f}",
+                          f"{w['flipped_pixels']} px flipped, agree {w['agreement_dsc']:.4f}"))
+    titles = ("ground truth", "PyTorch reference", rec["name"], "difference (red: artifact only, blue: ref only)")
+    return save_png(image_grid(rows, subtitles, titles), out / f"worst_{tag}_{_safe(rec['name'])}.png")
 
 
 # --- HTML -------------------------------------------------------------------------------------------------------

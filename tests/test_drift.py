@@ -14,13 +14,11 @@ from onnx import numpy_helper
 
 from egeunet_deploy.export.metadata import METADATA_KEY
 from egeunet_deploy.runtimes.drift import (
-    SIZE_BINS,
     Scored,
     bootstrap_ci,
     compare,
     load_tolerances,
     run_drift,
-    size_strata,
     tolerance_for,
 )
 
@@ -201,15 +199,6 @@ def test_bootstrap_ci_properties():
     assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
     assert (hi_l - lo_l) < (hi_s - lo_s) / 5  # ~ 1/sqrt(n)
     assert bootstrap_ci(small) == (lo_s, hi_s)  # deterministic (seeded)
-
-
-def test_size_strata_partition():
-    masks = np.zeros((6, 10, 10), np.uint8)
-    for i, area in enumerate([0, 5, 9, 10, 29, 100]):
-        masks[i].flat[:area] = 1
-    strata = size_strata(masks)
-    assert [s[0] for s in strata] == [b[0] for b in SIZE_BINS]
-    assert [list(s[2]) for s in strata] == [[0, 1, 2], [3, 4], [5]]
 
 
 def test_compare_identical_and_flipped():

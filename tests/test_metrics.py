@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from egeunet_deploy.model.metrics import Confusion, SegmentationScores, dice, per_image_scores
+from egeunet_deploy.model.metrics import (
+    SIZE_BINS,
+    Confusion,
+    SegmentationScores,
+    area_fractions,
+    dice,
+    dsc_iou_from_counts,
+    per_image_scores,
+    size_strata,
+    threshold_counts,
+)
 
 
 def official_pooled(preds: np.ndarray, gts: np.ndarray) -> dict:
@@ -66,3 +76,30 @@ def test_confusion_accumulates_like_one_big_matrix():
         c.add(x, y)
         parts += c
     assert one == parts and one.tp + one.fp + one.fn + one.tn == a.size
+
+
+def test_size_strata_partition():
+    masks = np.zeros((6, 10, 10), np.uint8)
+    for i, area in enumerate([0, 5, 9, 10, 29, 100]):
+        masks[i].flat[:area] = 1
+    strata = size_strata(masks)
+    assert [s[0] for s in strata] == [b[0] for b in SIZE_BINS]
+    assert [list(s[2]) for s in strata] == [[0, 1, 2], [3, 4], [5]]
+    ragged = [m[: 5 + i] for i, m in enumerate(masks)]  # native sizes differ per image
+    assert np.allclose(area_fractions(ragged), [np.count_nonzero(m) / m.size for m in ragged])
+
+
+def test_threshold_counts_match_brute_force_and_pooled_confusion():
+    rng = np.random.default_rng(3)
+    prob, gt = rng.random((40, 30)).astype(np.float32), rng.random((40, 30)) < 0.3
+    thresholds = (0.1, 0.37, 0.5, 0.9)
+    counts = threshold_counts(prob, gt, thresholds)
+    for (tp, fp, fn), t in zip(counts, thresholds, strict=True):
+        pred = prob >= t
+        assert (tp, fp, fn) == ((pred & gt).sum(), (pred & ~gt).sum(), (~pred & gt).sum())
+    conf = Confusion()
+    conf.add(prob >= 0.5, gt)
+    assert tuple(counts[2]) == (conf.tp, conf.fp, conf.fn)
+    dsc, iou = dsc_iou_from_counts(*counts[2])
+    assert dsc == pytest.approx(conf.summary()["dsc"]) and iou == pytest.approx(conf.summary()["miou"])
+    assert dsc_iou_from_counts(0, 0, 0) == (1.0, 1.0)  # nothing to find, nothing found
