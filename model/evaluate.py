@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import load_model
-from .contract import CONTRACT, binarize, to_model_input
+from .contract import CONTRACT, to_model_input
 from .data import LoadedSet, load_split
 from .ege_unet import DeployEGEUNet, EGEUNet
 from .layers import use_fused_norms
@@ -81,11 +81,12 @@ def score(probs: np.ndarray, data: LoadedSet, native: bool = False) -> tuple[dic
     scores = SegmentationScores()
     counts = np.empty((len(probs), len(SWEEP_THRESHOLDS), 3), dtype=np.int64)
     pixels = np.empty(len(probs), dtype=np.int64)
+    contract = SWEEP_THRESHOLDS.index(CONTRACT.threshold)  # threshold_counts applies binarize's rule, p >= t
     for i, (p, m) in enumerate(_scoring_pairs(probs, data, native)):
-        scores.update(binarize(p)[None], m[None])
         counts[i] = threshold_counts(p, m, SWEEP_THRESHOLDS)
         pixels[i] = m.size
-    at_contract = counts[:, SWEEP_THRESHOLDS.index(CONTRACT.threshold)]
+        scores.add_counts(*(int(v) for v in counts[i, contract]), int(m.size))
+    at_contract = counts[:, contract]
     tp, fp, fn = at_contract.T
     table = {"name": list(data.names), "lesion_fraction": (tp + fn) / pixels, "predicted_fraction": (tp + fp) / pixels,
              "iou": np.asarray(scores.iou), "dsc": np.asarray(scores.dsc), "false_pixels": fp, "missed_pixels": fn}

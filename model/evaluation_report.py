@@ -37,7 +37,7 @@ def write_evaluation_report(out: Path, result: dict, table: dict, data: LoadedSe
     files = [_write_csv(out / "per_image.csv", table), scores_figure(result, table, out / "scores.png")]
     worst = worst_indices(table, n_worst)
     if worst.size:
-        files.append(worst_figure(data, probs, table, worst, out / "worst.png", result.get("resolution", "model")))
+        files.append(worst_figure(data, probs, table, worst, out / "worst.png", result["resolution"]))
     record = {"folder": str(out.resolve()), "files": [*files, "evaluation.json"]}
     atomic_write_bytes(out / "evaluation.json", json.dumps({**result, "report": record}, indent=2).encode())
     return record

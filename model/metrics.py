@@ -63,13 +63,9 @@ def per_image_scores(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.n
     """IoU and Dice of each image in a batch of binary masks (N, H, W); empty vs empty scores 1."""
     p = pred.reshape(pred.shape[0], -1).astype(bool)
     g = gt.reshape(gt.shape[0], -1).astype(bool)
-    inter = np.count_nonzero(p & g, axis=1).astype(np.float64)
-    sp, sg = np.count_nonzero(p, axis=1), np.count_nonzero(g, axis=1)
-    union = sp + sg - inter
-    empty = (sp + sg) == 0
-    iou = np.where(empty, 1.0, inter / np.maximum(union, 1))
-    dice = np.where(empty, 1.0, 2 * inter / np.maximum(sp + sg, 1))
-    return iou, dice
+    tp = np.count_nonzero(p & g, axis=1)
+    dsc, iou = dsc_iou_from_counts(tp, np.count_nonzero(p, axis=1) - tp, np.count_nonzero(g, axis=1) - tp)
+    return iou, dsc
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -91,10 +87,16 @@ class SegmentationScores:
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
         """Add a batch of binary predictions and ground truths, (N, H, W) or a list of (H, W) of varying size."""
         for p, g in zip(pred, gt, strict=True):
-            self.confusion.add(p, g)
-            iou, dsc = per_image_scores(p[None], g[None])
-            self.iou.append(float(iou[0]))
-            self.dsc.append(float(dsc[0]))
+            image = Confusion()
+            image.add(p, g)
+            self.add_counts(image.tp, image.fp, image.fn, p.size)
+
+    def add_counts(self, tp: int, fp: int, fn: int, pixels: int) -> None:
+        """Add one image whose TP/FP/FN are already counted (evaluate's threshold sweep counts them once)."""
+        self.confusion += Confusion(tp, fp, fn, pixels - tp - fp - fn)
+        dsc, iou = dsc_iou_from_counts(tp, fp, fn)
+        self.iou.append(float(iou))
+        self.dsc.append(float(dsc))
 
     def result(self) -> dict:
         return {
