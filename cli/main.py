@@ -2,13 +2,15 @@
 
 Each part registers its own sub-commands (``cmd_model``, ``cmd_export``, ``cmd_runtimes``). Errors a user can fix
 (bad data, wrong weights, bad options) print one clear message and exit with status 2; an interrupt exits with 130;
-anything else is a bug and keeps its traceback.
+output piped into a reader that stops early (``egeunet info --json | head``) exits quietly with 141, as a Unix tool
+killed by SIGPIPE does; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -43,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader is gone; point stdout at /dev/null so the interpreter's flush at exit cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -110,8 +110,28 @@ def by_lesion_size(counts: np.ndarray, lesion_fraction: np.ndarray, per_image_ds
         rows.append({"name": name, "area_fraction": [lo, hi], "n": int(idx.size),
                      "pooled": {"dsc": float(dsc), "miou": float(iou)} if idx.size else None,
                      "per_image_dsc": float(per_image_dsc[idx].mean()) if idx.size else None,
-                     "missed_pixels": fn, "false_pixels": fp, "share_of_wrong_pixels": (fn + fp) / wrong})
+                     "found_pixels": tp, "missed_pixels": fn, "false_pixels": fp,
+                     "share_of_wrong_pixels": (fn + fp) / wrong})
     return rows
+
+
+def restratified_dsc(rows: list[dict], mix: dict[str, int]) -> float | None:
+    """The pooled DSC that :func:`by_lesion_size` ``rows`` would give with ``mix[name]`` images in each stratum.
+
+    Each stratum's counts are scaled from its own images to ``mix``'s number (its per-image average kept). Why: two
+    splits can differ in score because one holds more of the sizes the model finds hard, or because every size is
+    harder in it; scoring one split's strata at the other's size mix tells which. None when a stratum that ``mix``
+    asks for has no images here.
+    """
+    tp = fp = fn = 0.0
+    for r in rows:
+        want = mix.get(r["name"], 0)
+        if want and not r["n"]:
+            return None
+        if want:
+            scale = want / r["n"]
+            tp, fp, fn = tp + scale * r["found_pixels"], fp + scale * r["false_pixels"], fn + scale * r["missed_pixels"]
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
 
 
 def threshold_sweep(counts: np.ndarray) -> dict:

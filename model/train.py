@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from . import DS_WEIGHTS
 from .augment import AUGMENTATIONS, augment_batch
-from .checkpoint import atomic_torch_save, atomic_write_bytes, load_state_strict, read_checkpoint
+from .checkpoint import atomic_torch_save, atomic_write_bytes, load_state_strict, read_checkpoint, sha256_file
 from .contract import CONTRACT, minmax_normalize
 from .data import LoadedSet, load_split
 from .ege_unet import EGEUNet, create_model
@@ -191,6 +191,30 @@ class _Interrupt:
         return False
 
 
+def init_provenance(path: Path | str) -> dict:
+    """What a fine-tune starts from: the file, its sha256 and epoch, and the recipe of the run that made it.
+
+    Recorded once, when the fine-tune starts, and kept in its ``last.pt`` across resumes: the parent run may train on
+    (or replace its ``best.pt``) before the fine-tune is shipped, so reading the parent at ship time could describe
+    other weights. The recipe comes from the file itself (a ``last.pt``), from the ``last.pt`` beside it (a
+    ``best.pt``) or from the training record of shipped weights.
+    """
+    path = Path(path)
+    init = read_checkpoint(path)
+    shown = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    record = {"file": shown, "sha256": sha256_file(path), "epoch": init.get("epoch")}
+    parent_last = path.parent / "last.pt"
+    if "train_cfg" in init or parent_last.is_file():
+        run = init if "train_cfg" in init else torch.load(parent_last, map_location="cpu", weights_only=True)
+        cfg = run["train_cfg"]
+        record.update(augment=cfg.get("augment", "paper"), lr=cfg["lr"], t_max=cfg["t_max"], epochs_run=run["epoch"])
+    elif "training" in init:  # shipped weights (model/ship.py)
+        t = init["training"]
+        record.update(epoch=t["epoch"], augment=t.get("augment", "paper"), lr=t["lr"], t_max=t["t_max"],
+                      epochs_run=t["epochs_run"])
+    return record
+
+
 def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -241,7 +265,9 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
 
     torch.manual_seed(cfg.seed)  # model initialisation
     net = create_model(cfg.model)
+    started_from = None  # a fine-tune's starting point, recorded now (init_provenance); a resume reads it back
     if cfg.init_weights and state is None:
+        started_from = init_provenance(cfg.init_weights)
         load_state_strict(net, read_checkpoint(cfg.init_weights)["state_dict"], cfg.init_weights)
         log(f"starting from the weights in {cfg.init_weights}")
     net = net.to(device)
@@ -255,6 +281,7 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
     history: list[dict] = []
     start_epoch, best_dsc = 1, -1.0
     if state is not None:
+        started_from = state.get("started_from")
         load_state_strict(net, state["state_dict"], str(last_path))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -321,7 +348,7 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
                     history.append(record)
                     is_best = val["dsc"] > best_dsc
                     best_dsc = max(best_dsc, val["dsc"])
-                    _save(out_dir, net, opt, sched, cfg, epoch, best_dsc, history, is_best)
+                    _save(out_dir, net, opt, sched, cfg, epoch, best_dsc, history, is_best, started_from)
                     log(f"epoch {epoch}: loss {record['loss']:.4f}  val mIoU {val['miou']:.4f}  DSC {val['dsc']:.4f}"
                         f"{'  (best)' if is_best else ''}  {record['seconds']:.0f}s  "
                         f"train {record['img_per_s']:.1f} img/s")
@@ -363,7 +390,7 @@ class _LogitsView(torch.nn.Module):
 
 
 def _save(out_dir: Path, net: EGEUNet, opt, sched, cfg: TrainConfig, epoch: int, best_dsc: float,
-          history: list[dict], is_best: bool) -> None:
+          history: list[dict], is_best: bool, started_from: dict | None = None) -> None:
     state_dict = {k: v.contiguous() for k, v in net.state_dict().items()}
     model_cfg = {**asdict(net.cfg), "c_list": list(net.cfg.c_list)}
     base = {"format": "egeunet-deploy checkpoint", "version": CHECKPOINT_VERSION, "model_cfg": model_cfg,
@@ -372,7 +399,7 @@ def _save(out_dir: Path, net: EGEUNet, opt, sched, cfg: TrainConfig, epoch: int,
         atomic_torch_save({**base, "state_dict": state_dict, "val": history[-1]}, out_dir / "best.pt")
     atomic_torch_save({**base, "state_dict": state_dict, "optimizer": opt.state_dict(),
                        "scheduler": sched.state_dict(), "train_cfg": asdict(cfg), "best_dsc": best_dsc,
-                       "history": history}, out_dir / "last.pt")
+                       "history": history, "started_from": started_from}, out_dir / "last.pt")
     write_logs(out_dir, history)
 
 

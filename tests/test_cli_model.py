@@ -39,6 +39,16 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and "53,374 parameters" in result.stdout
 
 
+def test_output_into_a_closed_pipe_exits_141_without_a_traceback():
+    """``egeunet info --json | head -1``: the reader is gone before the command writes; no traceback, exit 141."""
+    proc = subprocess.Popen([sys.executable, "-m", "egeunet_deploy", "info", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # no reader left: the command's first write fails with EPIPE
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
 def test_evaluate_json_schema_and_values(capsys, sample_dir, tmp_path, shipped):
     out_json = tmp_path / "r.json"
     code, out, _ = run_cli(capsys, "evaluate", "--data", str(sample_dir), "--split", "test", "--json", str(out_json),

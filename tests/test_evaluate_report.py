@@ -12,7 +12,7 @@ from PIL import Image
 
 from egeunet_deploy.main import main
 from egeunet_deploy.model.data import LoadedSet
-from egeunet_deploy.model.evaluate import SWEEP_THRESHOLDS, score
+from egeunet_deploy.model.evaluate import SWEEP_THRESHOLDS, restratified_dsc, score
 
 
 def synthetic_set(masks: np.ndarray) -> LoadedSet:
@@ -40,6 +40,24 @@ def test_sweep_finds_a_shifted_model_and_strata_add_up():
     assert [r["missed_pixels"] for r in rows] == [10, 80, 200] and all(r["false_pixels"] == 0 for r in rows)
     assert sum(r["share_of_wrong_pixels"] for r in rows) == pytest.approx(1.0)
     assert np.allclose(table["lesion_fraction"], [0.025, 0.2, 0.5]) and np.all(table["predicted_fraction"] == 0)
+
+
+def test_restratified_dsc_separates_size_mix_from_per_size_difficulty():
+    """Small lesions found exactly, large ones half missed: the score depends on how many of each a split holds."""
+    masks = np.zeros((3, 20, 20), np.uint8)
+    masks[0, :1, :10] = 1  # small, 10 px, found
+    masks[1:, :10, :] = 1  # two large ones, 200 px each, the lower half missed
+    probs = masks.astype(np.float32) * 0.9
+    probs[1:, 5:10, :] = 0.1
+    result, _ = score(probs, synthetic_set(masks))
+    rows = result["by_lesion_size"]
+    assert [r["found_pixels"] for r in rows] == [10, 0, 200] and [r["missed_pixels"] for r in rows] == [0, 0, 200]
+    own_mix = {r["name"]: r["n"] for r in rows}
+    assert restratified_dsc(rows, own_mix) == pytest.approx(result["pooled"]["dsc"])  # 420 / 620
+    # two small images and one large: 2 * (20 + 100) / (2 * (20 + 100) + 100)
+    assert restratified_dsc(rows, {"small": 2, "large": 1}) == pytest.approx(240 / 340)
+    assert restratified_dsc(rows, {"small": 1}) == 1.0
+    assert restratified_dsc(rows, {"medium": 3}) is None  # no medium lesion here to scale from
 
 
 def test_evaluate_report_writes_table_and_pictures(capsys, sample_dir, tmp_path, shipped):

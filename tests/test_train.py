@@ -17,7 +17,8 @@ import torch
 
 from egeunet_deploy.model import DS_WEIGHTS, create_model
 from egeunet_deploy.model.augment import augment_batch, photometric
-from egeunet_deploy.model.ship import _recipe, _started_from
+from egeunet_deploy.model.checkpoint import sha256_file
+from egeunet_deploy.model.ship import _recipe, ship, write_card
 from egeunet_deploy.model.train import bce_dice, recipe_loss
 
 EGEUNET = [sys.executable, "-m", "egeunet_deploy"]
@@ -262,35 +263,86 @@ def test_training_moves_the_weights_and_learns(uninterrupted):
     assert len(moved) == len(init)
 
 
-def test_fine_tuning_starts_from_given_weights_and_resume_keeps_the_recipe(tiny, uninterrupted, tmp_path):
-    start = uninterrupted / "best.pt"
-    out = tmp_path / "finetune"
+@pytest.fixture(scope="module")
+def finetuned(tiny, uninterrupted, tmp_path_factory) -> dict:
+    """A copy of the 3-epoch run, a 1-epoch fine-tune of its best.pt, then the copy trained on for a 4th epoch."""
+    root = tmp_path_factory.mktemp("finetune")
+    parent = root / "parent"
+    shutil.copytree(uninterrupted, parent)
+    start = parent / "best.pt"
+    start_ckpt = torch.load(start, weights_only=True)  # before the parent trains on (it may replace best.pt)
+    facts = {"sha256": sha256_file(start), "epoch": start_ckpt["epoch"], "start_state": start_ckpt["state_dict"]}
+    out = root / "finetune"
     cmd = [*_train_cmd(tiny, out, 1), "--init-weights", str(start), "--lr", "1e-12", "--augment", "strong"]
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert f"starting from the weights in {start.resolve()}" in result.stdout
-    init = torch.load(start, weights_only=True)["state_dict"]
+    first = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     tuned = torch.load(out / "last.pt", weights_only=True)
+    parent_on = subprocess.run([*EGEUNET, "train", "--resume", str(parent), "--epochs", "4", "--threads", "1",
+                                "--no-progress"], env=_env(), capture_output=True, text=True)
+    assert parent_on.returncode == 0, parent_on.stderr
+    return {"start": start, "out": out, "first": first, "tuned": tuned, **facts}
+
+
+def test_fine_tuning_starts_from_given_weights_and_resume_keeps_the_recipe(finetuned):
+    start, out, tuned = finetuned["start"], finetuned["out"], finetuned["tuned"]
+    assert finetuned["first"].returncode == 0, finetuned["first"].stderr
+    assert f"starting from the weights in {start.resolve()}" in finetuned["first"].stdout
     assert tuned["train_cfg"]["augment"] == "strong" and tuned["train_cfg"]["lr"] == 1e-12
-    for key, value in init.items():  # a learning rate of 1e-12 leaves the starting weights where they were
-        assert torch.allclose(tuned["state_dict"][key].float(), value.float(), atol=1e-6), key
+    # the start is recorded when the fine-tune starts: file, sha256, epoch and the parent's recipe and progress
+    assert tuned["started_from"] == {"file": str(start), "sha256": finetuned["sha256"], "epoch": finetuned["epoch"],
+                                     "augment": "paper", "lr": 1e-3, "t_max": 50, "epochs_run": 3}
     resumed = subprocess.run([*EGEUNET, "train", "--resume", str(out), "--epochs", "2", "--threads", "1",
                               "--no-progress"], env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     again = torch.load(out / "last.pt", weights_only=True)
     assert again["epoch"] == 2 and again["train_cfg"]["augment"] == "strong" and again["train_cfg"]["lr"] == 1e-12
+    for key, value in finetuned["start_state"].items():  # a learning rate of 1e-12 leaves the weights where they were
+        assert torch.allclose(again["state_dict"][key].float(), value.float(), atol=1e-6), key
+    # the parent trained on meanwhile (4 epochs now), but the record still describes the weights the fine-tune used
+    assert torch.load(start.parent / "last.pt", weights_only=True)["epoch"] == 4
+    assert again["started_from"] == tuned["started_from"]
 
-    # the model card of such a run names both stages, read from the checkpoints themselves
-    started = _started_from(again["train_cfg"])
-    best_epoch = torch.load(start, weights_only=True)["epoch"]
-    assert started == {"file": f"{start.parent.name}/best.pt", "epoch": best_epoch, "augment": "paper", "lr": 1e-3,
-                       "t_max": 50, "epochs_run": 3}
+    # the model card of such a run names both stages, from that record
     training = {"epoch": 2, "epochs_run": 2, "epochs_planned": 2, **{k: again["train_cfg"][k] for k in (
-        "seed", "batch_size", "lr", "weight_decay", "t_max", "eta_min", "augment")}, "started_from": started}
+        "seed", "batch_size", "lr", "weight_decay", "t_max", "eta_min", "augment")},
+        "started_from": again["started_from"]}
     card = " ".join(_recipe(training).split())  # wrapped at 118 columns
     assert "Fine-tuned from it with `egeunet train --init-weights ... --augment strong`" in card
-    assert f"epoch {best_epoch} (`runs/{start.parent.name}/best.pt`)" in card
+    assert (f"epoch {finetuned['epoch']} (`{start}`, sha256 {finetuned['sha256'][:12]}), the best by validation DSC "
+            "of the 3 epochs") in card
+    legacy = {k: v for k, v in again["started_from"].items() if k not in ("sha256", "file")}
+    assert "(`runs/parent/best.pt`)" in " ".join(_recipe({**training, "started_from": {
+        **legacy, "file": "parent/best.pt"}}).split())  # records written before the sha256 was kept
     assert _recipe({**training, "started_from": None}).startswith("The paper's:")
+
+
+def test_ship_and_card_only_rewrite(finetuned, tiny, tmp_path):
+    """``ship`` writes weights + card; ``--card-only`` rewrites the same card and leaves the weights byte-identical."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, source in (("train", "train"), ("val", "val"), ("test", "val")):
+        (data / split).symlink_to(tiny / source, target_is_directory=True)
+    weights, card = tmp_path / "w.pt", tmp_path / "CARD.md"
+    metrics = ship(finetuned["out"], data, out=weights, card=card)
+    shipped = torch.load(weights, weights_only=True)
+    assert shipped["training"]["started_from"]["epochs_run"] == 3  # not the parent's 4 of today
+    assert metrics["test"]["pooled"]["dsc"] == shipped["metrics"]["test"]["pooled"]["dsc"]
+    text = card.read_text()
+    assert "## Where the errors are" in text and "| train | 8 |" in text and "| val | 4 |" in text
+    sha = sha256_file(weights)
+    card2 = tmp_path / "CARD2.md"
+    analysis = write_card(data, weights=weights, card=card2)
+    assert sha256_file(weights) == sha and card2.read_text() == text
+    for r in analysis["test"]["by_lesion_size"]:  # every non-empty stratum is a row of the card
+        if r["n"]:
+            assert (f"| test | {r['name']} | {r['n']} | {100 * r['pooled']['dsc']:.1f} | "
+                    f"{100 * r['per_image_dsc']:.1f} | {r['missed_pixels']:,} | {r['false_pixels']:,} |") in text
+    other = tmp_path / "other"
+    other.mkdir()
+    for split, source in (("train", "train"), ("val", "val"), ("test", "train")):
+        (other / split).symlink_to(tiny / source, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"\[test\]: pooled DSC .* recorded in"):
+        write_card(other, weights=weights, card=tmp_path / "CARD3.md")
+    assert not (tmp_path / "CARD3.md").exists()
 
 
 def test_unknown_augmentation_and_unusable_start_weights_are_refused(tiny, tmp_path):
