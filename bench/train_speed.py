@@ -110,6 +110,7 @@ from egeunet_deploy.model.checkpoint import atomic_write_bytes
 from egeunet_deploy.model.data import find_pairs, load_pairs
 from egeunet_deploy.model.layers import use_training_fast_paths
 from egeunet_deploy.model.train import keep_freed_memory, recipe_loss
+from egeunet_deploy.runtimes.base import host_info
 from egeunet_deploy.runtimes.bench import CONTENTION_WARN_CORES, ContentionMeter
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
@@ -275,12 +276,14 @@ def main() -> None:
               "round_ratios": ratios["naive"], "speedup": float(np.median(ratios["naive"])),
               "round_ratios_vs_naive_kept_memory": ratios["naive_kept_memory"],
               "speedup_vs_naive_kept_memory": float(np.median(ratios["naive_kept_memory"])),
-              "others_busy_cores": contention}
+              "others_busy_cores": contention, "host": host_info()}
     epoch = 1999
     for loop in LOOPS:
         v = result[f"{loop}_img_per_s"]
         print(f"{loop:18s}: {v:6.1f} img/s  ({epoch / v:.0f} s/epoch)  {LOOPS[loop]}")
     print(f"one-time decode   : {decode_seconds:.1f} s for {len(pairs)} images (ours only)")
+    host = result["host"]
+    print(f"host              : {host['cpu']}, {host['cpu_count']} cores, {' '.join(host['cpu_features'])}")
     for base, key in (("naive", "speedup"), ("naive_kept_memory", "speedup_vs_naive_kept_memory")):
         rs = ratios[base]
         print(f"speed-up vs {base:18s}: {result[key]:.2f}x  ({result['threads']} threads, median of {args.rounds} "

@@ -122,20 +122,23 @@ def _recipe(t: dict) -> str:
     else:
         # Records made before init_provenance name the file relative to runs/ and carry no sha256.
         file = start["file"] if "sha256" in start else f"runs/{start['file']}"
-        first = ("the paper's recipe (learning rate {lr}, T_max {t_max}, flips and per-sample rotation)"
-                 if start["augment"] == "paper" else
-                 "`--augment {augment}`, learning rate {lr}, T_max {t_max}").format(**start)
-        text = (f"Two stages, same loss and optimiser: {paper}\n1. {first[0].upper()}{first[1:]}: epoch "
-                f"{start['epoch']} (`{file}`"
-                + (f", sha256 {start['sha256'][:12]}" if "sha256" in start else "")
-                + f"), the best by validation DSC of the {start['epochs_run']} epochs that run had reached.\n"
+        sha = f", sha256 {start['sha256'][:12]}" if "sha256" in start else ""
+        if "augment" not in start:  # e.g. an official-repository state_dict: no recipe travels with it
+            stage1 = f"Weights made outside this toolkit (`{file}`{sha}); no recipe recorded with them."
+        else:
+            first = ("the paper's recipe (learning rate {lr}, T_max {t_max}, flips and per-sample rotation)"
+                     if start["augment"] == "paper" else
+                     "`--augment {augment}`, learning rate {lr}, T_max {t_max}").format(**start)
+            stage1 = (f"{first[0].upper()}{first[1:]}: epoch {start['epoch']} (`{file}`{sha}), the best by "
+                      f"validation DSC of the {start['epochs_run']} epochs that run had reached.")
+        text = (f"Two stages, same loss and optimiser: {paper}\n1. {stage1}\n"
                 "2. Fine-tuned from it with `egeunet train --init-weights ... --augment "
                 f"{t['augment']}`" + (" (not in the paper: adds a per-channel colour cast, gamma, saturation, zoom "
                                       "and shift)" if t["augment"] == "strong" else "")
                 + f", learning rate {t['lr']}, T_max {t['t_max']}: best epoch {t['epoch']} of {t['epochs_run']} "
                 f"({t['epochs_planned']} planned)."
                 + (" Why: the paper-recipe run over-fits after its first learning-rate minimum (training loss "
-                   "falls, validation DSC drops)." if start["augment"] == "paper" else ""))
+                   "falls, validation DSC drops)." if start.get("augment") == "paper" else ""))
     return "\n".join(textwrap.fill(line, width=118, subsequent_indent="   " if line[:1].isdigit() else "",
                                     break_long_words=False, break_on_hyphens=False)  # paths stay whole
                      for line in text.split("\n"))

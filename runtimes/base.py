@@ -296,17 +296,25 @@ def runner_for(path: Path | str, threads: int | None = None, device: str = "auto
     return runner_class_for(path)(threads=threads, device=device, **options).load(path)
 
 
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
 def host_info() -> dict:
     """Where the numbers were measured (compare latencies only within one host and one run)."""
     import os
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":  # after the first processor's model name: that one is enough
+                flags = set(value.split())
                 break
     except OSError:
         pass
     return {"system": platform.system(), "machine": platform.machine(), "cpu": cpu,
+            # the vector units oneDNN picks kernels by: speed-ups measured on one set do not carry to another
+            "cpu_features": [f for f in CPU_FEATURES if f in flags],
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}

@@ -19,7 +19,7 @@ from egeunet_deploy.model import DS_WEIGHTS, create_model
 from egeunet_deploy.model.augment import augment_batch, photometric
 from egeunet_deploy.model.checkpoint import sha256_file
 from egeunet_deploy.model.ship import _recipe, ship, write_card
-from egeunet_deploy.model.train import bce_dice, recipe_loss
+from egeunet_deploy.model.train import bce_dice, init_provenance, recipe_loss
 
 EGEUNET = [sys.executable, "-m", "egeunet_deploy"]
 
@@ -313,6 +313,19 @@ def test_fine_tuning_starts_from_given_weights_and_resume_keeps_the_recipe(finet
     assert "(`runs/parent/best.pt`)" in " ".join(_recipe({**training, "started_from": {
         **legacy, "file": "parent/best.pt"}}).split())  # records written before the sha256 was kept
     assert _recipe({**training, "started_from": None}).startswith("The paper's:")
+
+
+def test_provenance_of_weights_without_a_recipe(tmp_path):
+    """An official-repository state_dict has no epoch and no recipe: the record says so, and the card too."""
+    bare = tmp_path / "official.pth"
+    torch.save(create_model("egeunet").state_dict(), bare)
+    record = init_provenance(bare)
+    assert record == {"file": str(bare), "sha256": sha256_file(bare), "epoch": None}
+    text = " ".join(_recipe({"epoch": 5, "epochs_run": 5, "epochs_planned": 5, "seed": 0, "batch_size": 8,
+                             "lr": 1e-4, "weight_decay": 1e-2, "t_max": 5, "eta_min": 1e-5, "augment": "paper",
+                             "started_from": record}).split())
+    assert f"1. Weights made outside this toolkit (`{bare}`, sha256 {record['sha256'][:12]}); no recipe" in text
+    assert "Fine-tuned from it with `egeunet train --init-weights ... --augment paper`, learning rate 0.0001" in text
 
 
 def test_ship_and_card_only_rewrite(finetuned, tiny, tmp_path):
