@@ -74,6 +74,23 @@ class TrainConfig:
     skip_bad: bool = False
     extra: dict = field(default_factory=dict)
 
+    def check(self) -> None:
+        """Refuse settings that cannot train, all at once and before any image is decoded."""
+        bad = [f"{name} {value!r} {rule}" for name, value, ok, rule in (
+            ("--epochs", self.epochs, self.epochs is None or self.epochs >= 1, "must be at least 1"),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, "must be at least 1"),
+            ("--lr", self.lr, self.lr > 0, "must be positive"),
+            ("--t-max", self.t_max, self.t_max >= 1, "must be at least 1"),
+            ("eta_min", self.eta_min, self.eta_min >= 0, "must not be negative"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, "must not be negative"),
+            ("--threads", self.threads, self.threads >= 0, "must be 0 (all cores) or more"),
+            ("--limit", self.limit, self.limit is None or self.limit >= 1, "must be at least 1"),
+            ("--augment", self.augment, self.augment in AUGMENTATIONS,
+             f"is unknown; choose {', '.join(AUGMENTATIONS)}"),
+        ) if not ok]
+        if bad:
+            raise ValueError("; ".join(bad))
+
 
 def bce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The official BceDiceLoss (BCE averaged over pixels + 1 - per-sample smoothed Dice), from logits."""
@@ -232,6 +249,7 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
           log=print) -> dict:
     """Train (or resume) a run in ``out_dir``; returns the final history record. Safe to interrupt at any point."""
     out_dir = Path(out_dir)
+    cfg.check()  # before anything is set up or decoded
     _setup_distributed()
     rank, world = _dist_info()
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // world)
@@ -260,8 +278,14 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
         raise FileExistsError(f"{out_dir} already holds a run; pass --resume {out_dir} or choose another --out")
     if cfg.epochs is None:
         cfg.epochs = DEFAULT_EPOCHS
-    if cfg.augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {cfg.augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+    cfg.check()  # the run's own settings after a resume, the given ones otherwise
+    if state is not None and cfg.epochs < state["epoch"]:
+        raise ValueError(f"--epochs {cfg.epochs} is below the {state['epoch']} epochs {out_dir} has already run")
+    if state is not None and cfg.epochs == state["epoch"]:
+        log(f"{out_dir} has already run all {cfg.epochs} epochs; give --epochs N (more than {cfg.epochs}) to extend it")
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return state["history"][-1] if state["history"] else {}
 
     torch.manual_seed(cfg.seed)  # model initialisation
     net = create_model(cfg.model)
@@ -292,13 +316,14 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    train_set = load_split(cfg.data, cfg.train_split, skip_bad=cfg.skip_bad, progress=progress and rank == 0,
-                           limit=cfg.limit)
+    # validation first: it is the smaller split, so a missing or broken one is reported before minutes of decoding
     val_set = load_split(cfg.data, cfg.val_split, skip_bad=cfg.skip_bad, progress=progress and rank == 0,
                          limit=cfg.limit) if rank == 0 else None
+    train_set = load_split(cfg.data, cfg.train_split, skip_bad=cfg.skip_bad, progress=progress and rank == 0,
+                           limit=cfg.limit)
     if train_set.masks is None:
         raise ValueError(f"{cfg.data}: the {cfg.train_split} split has no masks; training needs them")
-    for s in train_set.skipped:
+    for s in [*train_set.skipped, *(val_set.skipped if val_set is not None else [])]:
         log(f"skipped {s.path}: {s.reason}")
     images, masks = torch.from_numpy(train_set.images), torch.from_numpy(train_set.masks)
     if rank == 0:

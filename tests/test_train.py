@@ -361,10 +361,49 @@ def test_ship_and_card_only_rewrite(finetuned, tiny, tmp_path):
 def test_unknown_augmentation_and_unusable_start_weights_are_refused(tiny, tmp_path):
     result = subprocess.run([*_train_cmd(tiny, tmp_path / "bad", 1), "--augment", "heavy"], env=_env(),
                             capture_output=True, text=True)
-    assert result.returncode == 2 and "unknown augmentation 'heavy'" in result.stderr
+    assert result.returncode == 2 and "--augment 'heavy' is unknown; choose paper, strong" in result.stderr
     not_weights = tmp_path / "notes.pt"
     not_weights.write_text("not a checkpoint")
     result = subprocess.run([*_train_cmd(tiny, tmp_path / "bad", 1), "--init-weights", str(not_weights)], env=_env(),
                             capture_output=True, text=True)
     assert result.returncode == 2 and f"{not_weights}: not a readable PyTorch weights file" in result.stderr
     assert not (tmp_path / "bad").exists()  # nothing half-written
+
+
+def test_impossible_settings_are_refused_before_any_work(capsys, tiny, uninterrupted, tmp_path):
+    from egeunet_deploy.main import main
+
+    out = tmp_path / "never"
+    code = main(["train", "--data", str(tiny), "--out", str(out), "--epochs", "0", "--batch-size", "0", "--lr", "-1",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    for part in ("--epochs 0 must be at least 1", "--batch-size 0 must be at least 1", "--lr -1.0 must be positive"):
+        assert part in err, err
+
+    run = tmp_path / "done"
+    shutil.copytree(uninterrupted, run)  # 3 epochs run, 3 planned
+    before = sha256_file(run / "last.pt")
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    assert f"--epochs 2 is below the 3 epochs {run} has already run" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # nothing left to do: says so, touches nothing
+    assert f"{run} has already run all 3 epochs; give --epochs N (more than 3) to extend it" in capsys.readouterr().out
+    assert sha256_file(run / "last.pt") == before
+
+
+def test_skip_bad_lists_what_it_skipped_in_both_splits(capsys, tiny, tmp_path):
+    from egeunet_deploy.main import main
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    for split in ("train", "val"):
+        mask = next((data / split / "masks").iterdir())
+        (data / split / "images" / f"broken_{split}.jpg").write_bytes(b"not a jpeg")
+        shutil.copy(mask, data / split / "masks" / f"broken_{split}_segmentation.jpg")
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "4",
+                 "--threads", "1", "--skip-bad", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for split in ("train", "val"):
+        assert f"skipped {data / split / 'images' / f'broken_{split}.jpg'}" in out, out
+    assert "on 8 train images, validating on 4 val images" in out
