@@ -70,6 +70,7 @@ def register(sub) -> None:
     add_weights_arg(p)
     p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--skip-bad", action="store_true", help="pass over unreadable images, listing them")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -152,6 +153,9 @@ def cmd_split(args) -> int:
 def cmd_predict(args) -> int:
     from egeunet_deploy.model.predict import predict
 
-    written = predict(args.weights, args.inputs, args.out, progress=not args.no_progress)
-    print(f"wrote {len(written)} mask(s) and overlay(s) to {args.out}")
+    result = predict(args.weights, args.inputs, args.out, progress=not args.no_progress, skip_bad=args.skip_bad)
+    for e in result.skipped:
+        print(f"skipped {e}")
+    print(f"wrote {len(result.written)} mask(s) and overlay(s) to {args.out}"
+          + (f"; skipped {len(result.skipped)} unreadable image(s)" if result.skipped else ""))
     return 0

@@ -93,7 +93,12 @@ def minmax_normalize(x: torch.Tensor) -> torch.Tensor:
 
 def to_model_input(images_nhwc_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (N, H, W, 3) contract images -> normalised float NCHW tensor for the bare network."""
-    x = torch.as_tensor(np.asarray(images_nhwc_uint8))
+    x = images_nhwc_uint8
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        if not x.flags.writeable:  # e.g. np.asarray of a PIL image: torch must not alias read-only memory
+            x = x.copy()
+        x = torch.from_numpy(x)
     if x.dim() == 3:
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[-1] != 3:

@@ -20,7 +20,7 @@ class ImageReadError(ValueError):
     """An image or mask file that cannot be decoded; ``path`` names it."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = Path(path)
+        self.path, self.reason = Path(path), reason
         super().__init__(f"{self.path}: {reason}")
 
 

@@ -84,6 +84,29 @@ def test_predict_writes_masks_at_input_resolution(capsys, sample_dir, tmp_path):
     assert code == 0 and len(list((tmp_path / "all").glob("*_mask.png"))) == 32
 
 
+def test_predict_folder_with_an_unreadable_image_and_clashing_names(capsys, sample_dir, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = sorted((sample_dir / "test" / "images").iterdir())[:2]
+    for f in good:
+        shutil.copy(f, folder)
+    (folder / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")  # sorted last: the two good ones come first
+    code, _, err = run_cli(capsys, "predict", str(folder), "--out", str(tmp_path / "stop"), "--no-progress")
+    assert code == 2 and "zz_broken.jpg" in err and "2 of 3 masks were written" in err and "--skip-bad" in err
+    assert sorted(f.name for f in (tmp_path / "stop").iterdir()) == sorted(
+        f"{g.stem}_{kind}.png" for g in good for kind in ("mask", "overlay"))  # complete files only, no temp files
+    code, out, _ = run_cli(capsys, "predict", str(folder), "--out", str(tmp_path / "skip"), "--skip-bad",
+                           "--no-progress")
+    assert code == 0 and f"skipped {folder / 'zz_broken.jpg'}: not an image" in out
+    assert "wrote 2 mask(s) and overlay(s)" in out and "skipped 1 unreadable image(s)" in out
+    # a.jpg and a.png would both write a_mask.png: refused before any work
+    Image.open(good[0]).save(folder / f"{good[0].stem}.png")
+    code, _, err = run_cli(capsys, "predict", str(folder), "--out", str(tmp_path / "clash"), "--skip-bad",
+                           "--no-progress")
+    assert code == 2 and "would write the same <stem>_mask.png" in err and f"{good[0].stem}.png" in err
+    assert not (tmp_path / "clash").exists()
+
+
 @pytest.mark.parametrize("case", ["missing_weights", "corrupt_image", "empty_data", "unknown_split"])
 def test_user_errors_exit_2_with_a_clear_message(capsys, tmp_path, sample_dir, case):
     if case == "missing_weights":
