@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -68,8 +69,14 @@ def read_checkpoint(path: Path | str) -> dict:
         raise WeightsError(f"weights file not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's own text suggests weights_only=False: unsafe advice for a stray file
+        raise WeightsError(f"{path}: not a readable PyTorch weights file (not a pickle of tensors and plain "
+                           "values; weights are loaded with torch.load(weights_only=True), which never runs "
+                           "code from the file)") from None
     except Exception as e:
-        raise WeightsError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        first = first if len(first) <= 160 else first[:157] + "..."
+        raise WeightsError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {first})") from None
     if isinstance(obj, dict) and "state_dict" in obj:
         return obj
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):

@@ -181,6 +181,11 @@ def test_missing_and_corrupt_weights_files(tmp_path):
     bad.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(WeightsError, match="not a readable PyTorch weights file"):
         load_model(bad)
+    pickled_code = tmp_path / "code.pt"  # a pickle that would import a module: refused, with no advice to allow it
+    torch.save({"state_dict": {}, "hook": pytest.raises}, pickled_code)
+    with pytest.raises(WeightsError, match=r"never runs code from the file\)$") as info:
+        load_model(pickled_code)
+    assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_unknown_variant_lists_known_ones():
