@@ -35,6 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe(e: BaseException) -> str:
+    """The message of a user error; the OS's own ones ("[Errno 17] File exists: 'x'") say what to fix instead."""
+    if not (isinstance(e, OSError) and e.filename and e.strerror):
+        return str(e)
+    if isinstance(e, FileExistsError):
+        return f"{e.filename}: a file is in the way; a folder is needed there"
+    if isinstance(e, NotADirectoryError):
+        return f"{e.filename}: part of this path is a file, not a folder"
+    return f"{e.filename}: {e.strerror}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -43,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {describe(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader is gone; point stdout at /dev/null so the interpreter's flush at exit cannot raise again.

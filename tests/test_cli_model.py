@@ -107,6 +107,17 @@ def test_predict_folder_with_an_unreadable_image_and_clashing_names(capsys, samp
     assert not (tmp_path / "clash").exists()
 
 
+def test_an_output_folder_blocked_by_a_file_is_named(capsys, sample_dir, tmp_path):
+    image = str(next((sample_dir / "test" / "images").iterdir()))
+    blocker = tmp_path / "masks"
+    blocker.write_text("keep me")
+    code, _, err = run_cli(capsys, "predict", image, "--out", str(blocker), "--no-progress")
+    assert code == 2 and err.strip() == f"error: {blocker}: a file is in the way; a folder is needed there"
+    code, _, err = run_cli(capsys, "predict", image, "--out", str(blocker / "sub"), "--no-progress")
+    assert code == 2 and err.strip() == f"error: {blocker / 'sub'}: part of this path is a file, not a folder"
+    assert blocker.read_text() == "keep me"
+
+
 @pytest.mark.parametrize("case", ["missing_weights", "corrupt_image", "empty_data", "unknown_split"])
 def test_user_errors_exit_2_with_a_clear_message(capsys, tmp_path, sample_dir, case):
     if case == "missing_weights":
