@@ -34,14 +34,15 @@ SPLITS = ("val", "test")  # selected on val, reported on test
 CARD_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # the sweep's columns the card shows (all of them are in the JSON)
 
 
-def ship(run_dir: Path, data: Path, out: Path = DEFAULT_WEIGHTS, card: Path = MODEL_CARD) -> dict:
+def ship(run_dir: Path, data: Path, out: Path = DEFAULT_WEIGHTS, card: Path = MODEL_CARD,
+         progress: bool = False) -> dict:
     best = read_checkpoint(run_dir / "best.pt")
     last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
     train_cfg = last["train_cfg"]
-    evaluations = {split: evaluate(run_dir / "best.pt", data, split, progress=False) for split in SPLITS}
+    evaluations = {split: evaluate(run_dir / "best.pt", data, split, progress=progress) for split in SPLITS}
     metrics = {}
     for split, model_res in evaluations.items():
-        native = evaluate(run_dir / "best.pt", data, split, native=True, progress=False)
+        native = evaluate(run_dir / "best.pt", data, split, native=True, progress=progress)
         metrics[split] = {"n_images": model_res["n_images"],
                           "pooled": {k: model_res["pooled"][k] for k in ("miou", "dsc", "accuracy", "sensitivity",
                                                                         "specificity")},
@@ -66,35 +67,35 @@ def ship(run_dir: Path, data: Path, out: Path = DEFAULT_WEIGHTS, card: Path = MO
     buf = io.BytesIO()
     torch.save(record, buf)
     atomic_write_bytes(out, buf.getvalue())
-    atomic_write_bytes(card, model_card(record, error_analysis(evaluations, data)).encode())
+    atomic_write_bytes(card, model_card(record, error_analysis(evaluations, data, progress)).encode())
     return metrics
 
 
-def write_card(data: Path, weights: Path = DEFAULT_WEIGHTS, card: Path = MODEL_CARD) -> dict:
+def write_card(data: Path, weights: Path = DEFAULT_WEIGHTS, card: Path = MODEL_CARD, progress: bool = False) -> dict:
     """Rewrite only the model card of shipped weights, from their own record and a fresh evaluation on ``data``.
 
     Refuses when the fresh pooled figures differ from the ones recorded at shipping: the card would then describe
     other data than the weights' metrics do.
     """
     record = read_checkpoint(weights)
-    evaluations = {split: evaluate(weights, data, split, progress=False) for split in SPLITS}
+    evaluations = {split: evaluate(weights, data, split, progress=progress) for split in SPLITS}
     for split, result in evaluations.items():
         recorded, fresh = record["metrics"][split]["pooled"]["dsc"], result["pooled"]["dsc"]
         if abs(recorded - fresh) > 1e-4:  # not 0: another thread count may flip a few pixels near 0.5
             raise ValueError(f"{data} [{split}]: pooled DSC {fresh:.6f} here, {recorded:.6f} recorded in {weights}; "
                              "is this the data the weights were shipped with?")
-    analysis = error_analysis(evaluations, data)
+    analysis = error_analysis(evaluations, data, progress)
     atomic_write_bytes(card, model_card(record, analysis).encode())
     return analysis
 
 
-def error_analysis(evaluations: dict[str, dict], data: Path) -> dict:
+def error_analysis(evaluations: dict[str, dict], data: Path, progress: bool = False) -> dict:
     """What the card says about where the errors are: the evaluations' by-size and sweep figures, how lesion sizes
     are distributed in each split, and each of ``SPLITS`` scored at the other's size mix (does `test` score lower
     because it holds more of the sizes the model finds hard, or because each size is harder there?)."""
     shares = {}
     for split in ("train", *SPLITS):
-        masks = load_split(data, split).masks
+        masks = load_split(data, split, progress=progress).masks
         if masks is None:
             continue
         frac = area_fractions(masks)
@@ -241,7 +242,8 @@ def main() -> None:  # pragma: no cover - maintainer tool
     args = ap.parse_args()
     if args.card_only == (args.run_dir is not None):
         ap.error("give a run folder, or --card-only without one")
-    result = write_card(args.data) if args.card_only else ship(args.run_dir, args.data)
+    result = (write_card(args.data, progress=True) if args.card_only
+              else ship(args.run_dir, args.data, progress=True))
     print(json.dumps(result, indent=1))
 
 
