@@ -111,7 +111,9 @@ def load_calibration_set(path: Path | str) -> tuple[np.ndarray, dict]:
             images = z["images"]
             manifest = json.loads(str(z["manifest"].item()))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise CalibrationError(f"{path}: not a calibration set written by `egeunet calibrate` ({e})") from None
+        # numpy takes any non-.npy/.npz file for a pickle and suggests allow_pickle: unsafe advice for a stray file
+        reason = "not an .npz archive" if "allow_pickle" in str(e) else (str(e).strip().splitlines() or [""])[0]
+        raise CalibrationError(f"{path}: not a calibration set written by `egeunet calibrate` ({reason})") from None
     if manifest.get("kind") != KIND:
         raise CalibrationError(f"{path}: not a calibration set (kind {manifest.get('kind')!r})")
     theirs, ours = manifest.get("contract_sha256"), CONTRACT.fingerprint()

@@ -262,7 +262,10 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
     if resume:
         if not last_path.is_file():
             raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(last_path)  # a damaged file gets a message naming it, not a traceback
+        if "train_cfg" not in state or "optimizer" not in state:
+            raise ValueError(f"{last_path} holds weights but no training state (optimizer, schedule, recipe); "
+                             f"start a new run from it with --init-weights {last_path}")
         saved = state["train_cfg"]
         if cfg.epochs is None:
             cfg.epochs = saved["epochs"]

@@ -407,3 +407,19 @@ def test_skip_bad_lists_what_it_skipped_in_both_splits(capsys, tiny, tmp_path):
     for split in ("train", "val"):
         assert f"skipped {data / split / 'images' / f'broken_{split}.jpg'}" in out, out
     assert "on 8 train images, validating on 4 val images" in out
+
+
+def test_resume_from_a_damaged_or_weights_only_last_pt_is_refused(capsys, uninterrupted, tmp_path):
+    from egeunet_deploy.main import main
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(uninterrupted, damaged)
+    data = (damaged / "last.pt").read_bytes()
+    (damaged / "last.pt").write_bytes(data[: len(data) // 2])  # e.g. a copy cut short by a full disk
+    assert main(["train", "--resume", str(damaged), "--no-progress"]) == 2
+    assert f"{damaged / 'last.pt'}: not a readable PyTorch weights file" in capsys.readouterr().err
+    weights_only = tmp_path / "weights_only"
+    weights_only.mkdir()
+    shutil.copy(uninterrupted / "best.pt", weights_only / "last.pt")
+    assert main(["train", "--resume", str(weights_only), "--no-progress"]) == 2
+    assert "holds weights but no training state" in capsys.readouterr().err
