@@ -77,29 +77,33 @@ def one_round():  # three 40 MB buffers alive at once, then freed
     return sum(float(b[0]) for b in bufs)
 for _ in range(3):
     one_round()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+faults = []
+for _ in range(7):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     one_round()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(*faults)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_keep_freed_memory_stops_page_faults_on_reused_buffers():
     """After keep_freed_memory(), large buffers freed and allocated again reuse their pages; by default glibc maps
-    anything over 32 MB afresh, so each such allocation faults in all of its pages again (~30,000 page faults in this
-    loop). Run in a fresh process, as `egeunet train` is: in the test process the heap's state depends on the tests
-    before (one full-suite run saw this fail in-process, unexplained)."""
+    anything over 32 MB afresh, so each such allocation faults in all of its pages again (30,723 page faults per
+    round of this loop here). Run in a fresh process, as `egeunet train` is: in the test process the heap's state
+    depends on the tests before (one full-suite run saw this fail in-process, unexplained)."""
 
-    def faults(mode: str) -> int:
+    def faults(mode: str) -> list[int]:
         run = subprocess.run([sys.executable, "-c", _REUSED_BUFFERS_SCRIPT, mode], env=_env(), capture_output=True,
                              text=True, timeout=120)
         assert run.returncode == 0, run.stderr
-        return int(run.stdout.split()[-1])
+        return [int(v) for v in run.stdout.split()]
 
+    # Per round, not summed: a full-suite run once saw one round of the kept mode re-fault one buffer (10,240 pages,
+    # the heap grew once more); reuse is the rule the trainer relies on, and without the setting it never happens.
     kept, default = faults("keep"), faults("default")
-    assert kept < 4096, f"{kept} page faults in 5 rounds of reused 40 MB buffers (one is 10,240 pages)"
-    assert default > 4 * kept + 10_000, (kept, default)  # and without the setting the faults are there
+    assert sorted(kept)[len(kept) // 2] < 1024, f"page faults per round of three reused 40 MB buffers: {kept}"
+    assert min(default) > 10_000, default  # each round maps its buffers afresh (one is 10,240 pages)
 
 
 def test_augmentation_draws_per_sample_and_keeps_pairs_aligned():
