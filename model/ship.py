@@ -37,7 +37,7 @@ CARD_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # the sweep's columns the card show
 def ship(run_dir: Path, data: Path, out: Path = DEFAULT_WEIGHTS, card: Path = MODEL_CARD,
          progress: bool = False) -> dict:
     best = read_checkpoint(run_dir / "best.pt")
-    last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    last = read_checkpoint(run_dir / "last.pt")
     train_cfg = last["train_cfg"]
     evaluations = {split: evaluate(run_dir / "best.pt", data, split, progress=progress) for split in SPLITS}
     metrics = {}

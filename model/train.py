@@ -222,7 +222,7 @@ def init_provenance(path: Path | str) -> dict:
     record = {"file": shown, "sha256": sha256_file(path), "epoch": init.get("epoch")}
     parent_last = path.parent / "last.pt"
     if "train_cfg" in init or parent_last.is_file():
-        run = init if "train_cfg" in init else torch.load(parent_last, map_location="cpu", weights_only=True)
+        run = init if "train_cfg" in init else read_checkpoint(parent_last)
         cfg = run["train_cfg"]
         record.update(augment=cfg.get("augment", "paper"), lr=cfg["lr"], t_max=cfg["t_max"], epochs_run=run["epoch"])
     elif "training" in init:  # shipped weights (model/ship.py)
@@ -281,7 +281,6 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
         raise FileExistsError(f"{out_dir} already holds a run; pass --resume {out_dir} or choose another --out")
     if cfg.epochs is None:
         cfg.epochs = DEFAULT_EPOCHS
-    cfg.check()  # the run's own settings after a resume, the given ones otherwise
     if state is not None and cfg.epochs < state["epoch"]:
         raise ValueError(f"--epochs {cfg.epochs} is below the {state['epoch']} epochs {out_dir} has already run")
     if state is not None and cfg.epochs == state["epoch"]:
