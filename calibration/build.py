@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from egeunet_deploy import __version__
 from egeunet_deploy.model.bundled import SAMPLE_DATA
 from egeunet_deploy.model.checkpoint import atomic_write_bytes, sha256_file
 from egeunet_deploy.model.contract import CONTRACT, INPUT_HW
-from egeunet_deploy.model.data import DataError, Pair, find_pairs, load_pairs
+from egeunet_deploy.model.data import DataError, Pair, Skipped, describe_problems, find_pairs, load_pairs, split_matches
 from egeunet_deploy.model.imageio import ImageReadError, read_mask
 
 SCHEMA = 1
@@ -45,32 +46,60 @@ class CalibrationError(ValueError):
 
 
 def build_calibration_set(data: Path | str, out: Path | str, split: str | None = "train", num: int = 200, seed: int = 0,
-                          force: bool = False, progress: bool = True) -> Path:
+                          force: bool = False, progress: bool = True, skip_bad: bool = False) -> Path:
     """Sample ``num`` images of ``split`` under ``data`` (stratified by lesion area when masks exist), preprocess
     them per the contract and write the set to ``out`` (``.npz`` added when missing). Returns the written path.
 
-    ``test`` is refused unless ``force``: calibrating on test images leaks the evaluation data into the model.
+    A test split is refused unless ``force``: calibrating on test images leaks the evaluation data into the model.
+    It is recognised by the split's name and by the folder the images come from (``--data isic2017/test`` with no
+    split is the test split too). ``skip_bad`` passes over unpaired or unreadable files; the manifest lists them.
     """
     out = Path(out)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
-    if split and split.lower() in ("test", "testing") and not force:
+    if seed < 0:
+        raise CalibrationError(f"--seed {seed}: the seed must be >= 0")
+    if split and split_matches(split, "test") and not force:
         raise CalibrationError(f"refusing to calibrate on the '{split}' split: test images must stay unseen by the "
                                "model (use --split train, or --force if you really mean it)")
     if num < MIN_IMAGES:
         raise CalibrationError(f"--num {num} is too small: a calibration set needs at least {MIN_IMAGES} images")
+    if Path(data).is_file():
+        raise CalibrationError(f"--data {data} is a file; give the dataset folder")
     try:
-        pairs, _ = find_pairs(data, split)
+        pairs, skipped = find_pairs(data, split, skip_bad=skip_bad)
     except DataError as e:
         raise CalibrationError(f"no calibration images in {data} [{split}]: {e}") from None
+    images_dir = pairs[0].image.parent
+    if not force and any(split_matches(d.name, "test") for d in (images_dir, images_dir.parent)):
+        raise CalibrationError(f"refusing to calibrate on {images_dir}: it is a test split's folder, and test images "
+                               "must stay unseen by the model (point --data at the training data, or --force)")
     if len(pairs) < MIN_IMAGES:
         raise CalibrationError(f"{data} [{split}] has only {len(pairs)} image(s); a calibration set needs at least "
                                f"{MIN_IMAGES}")
     with_masks = all(p.mask is not None for p in pairs)
-    fractions = _lesion_fractions(pairs, progress) if with_masks else None
+    fractions = None
+    if with_masks:
+        fractions, bad_masks = _lesion_fractions(pairs, progress)
+        if bad_masks and not skip_bad:
+            raise CalibrationError(describe_problems(bad_masks, "cannot read the masks to stratify by"))
+        readable = ~np.isnan(fractions)
+        pairs = [p for p, ok in zip(pairs, readable, strict=True) if ok]
+        fractions, skipped = fractions[readable], skipped + bad_masks
+        if len(pairs) < MIN_IMAGES:
+            raise CalibrationError(f"only {len(pairs)} pair(s) with a readable mask; a calibration set needs at "
+                                   f"least {MIN_IMAGES}")
     chosen, strata = _sample(len(pairs), num, seed, fractions)
     picked = [pairs[i] for i in chosen]
-    loaded = load_pairs(picked, INPUT_HW, progress=progress, desc=f"calibration {split}")
+    loaded = load_pairs(picked, INPUT_HW, skip_bad=skip_bad, progress=progress, desc=f"calibration {split}",
+                        skipped=skipped)
+    if len(loaded) < len(picked):  # unreadable images were skipped: keep only the rows that decoded
+        decoded = set(loaded.names)
+        chosen = [i for i, p in zip(chosen, picked, strict=True) if p.stem in decoded]
+        picked = [pairs[i] for i in chosen]
+        if len(chosen) < MIN_IMAGES:
+            raise CalibrationError(f"only {len(chosen)} readable image(s) among those sampled; a calibration set "
+                                   f"needs at least {MIN_IMAGES}")
     root = Path(data).resolve()
     files = []
     for k, (i, p) in enumerate(zip(chosen, picked, strict=True)):
@@ -88,7 +117,8 @@ def build_calibration_set(data: Path | str, out: Path | str, split: str | None =
         "toolkit_version": __version__,
         "contract": CONTRACT.to_dict(),
         "contract_sha256": CONTRACT.fingerprint(),
-        "source": {"data": str(root), "split": split, "available": len(pairs), "with_masks": with_masks},
+        "source": {"data": str(root), "split": split, "available": len(pairs), "with_masks": with_masks,
+                   "skipped": [f"{s.path}: {s.reason}" for s in loaded.skipped]},
         "sampling": {"seed": seed, "num_requested": num, "num": len(picked), "strata": strata,
                      "strategy": (f"stratified by lesion area ({len(strata)} quantile bins, proportional allocation)"
                                   if with_masks else "uniform random (no masks to stratify by)")},
@@ -104,16 +134,26 @@ def load_calibration_set(path: Path | str) -> tuple[np.ndarray, dict]:
     """Read a set written by :func:`build_calibration_set`; refuse one built for another preprocessing contract,
     of the wrong shape, or whose images do not match the hash in its manifest."""
     path = Path(path)
+    if path.is_dir():
+        raise CalibrationError(f"{path} is a folder; give the .npz file `egeunet calibrate` wrote")
     if not path.is_file():
         raise FileNotFoundError(f"calibration set not found: {path} (build one with `egeunet calibrate`)")
+    not_a_set = f"{path}: not a calibration set written by `egeunet calibrate`"
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CalibrationError(f"{not_a_set} (a single .npy array, not an .npz archive)")
+        with loaded as z:
             images = z["images"]
             manifest = json.loads(str(z["manifest"].item()))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        if isinstance(e, CalibrationError):
+            raise
         # numpy takes any non-.npy/.npz file for a pickle and suggests allow_pickle: unsafe advice for a stray file
         reason = "not an .npz archive" if "allow_pickle" in str(e) else (str(e).strip().splitlines() or [""])[0]
-        raise CalibrationError(f"{path}: not a calibration set written by `egeunet calibrate` ({reason})") from None
+        raise CalibrationError(f"{not_a_set} ({reason or type(e).__name__})") from None
+    if not isinstance(manifest, dict):
+        raise CalibrationError(f"{not_a_set} (its manifest is a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("kind") != KIND:
         raise CalibrationError(f"{path}: not a calibration set (kind {manifest.get('kind')!r})")
     theirs, ours = manifest.get("contract_sha256"), CONTRACT.fingerprint()
@@ -155,21 +195,25 @@ def calibration_sha256(path: Path | str) -> str:
 # --- sampling -------------------------------------------------------------------------------------------------
 
 
-def _lesion_fractions(pairs: list[Pair], progress: bool) -> np.ndarray:
-    """Lesion area / image area of every mask (native resolution; the ratio does not depend on resizing)."""
+def _lesion_fractions(pairs: list[Pair], progress: bool) -> tuple[np.ndarray, list[Skipped]]:
+    """Lesion area / image area of every mask (native resolution; the ratio does not depend on resizing), NaN
+    where the mask cannot be read, and those masks with the reason."""
+    bad: list[Skipped] = []
+
     def frac(p: Pair) -> float:
-        return float(read_mask(p.mask).mean())
+        try:
+            return float(read_mask(p.mask).mean())
+        except ImageReadError as e:
+            bad.append(Skipped(e.path, e.reason))
+            return float("nan")
 
-    try:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            it = pool.map(frac, pairs)
-            if progress:
-                from tqdm import tqdm
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        it = pool.map(frac, pairs)
+        if progress:
+            from tqdm import tqdm
 
-                it = tqdm(it, total=len(pairs), desc="lesion areas", unit="mask", leave=False)
-            return np.array(list(it), dtype=np.float64)
-    except ImageReadError as e:
-        raise CalibrationError(f"cannot read a mask while stratifying: {e}") from None
+            it = tqdm(it, total=len(pairs), desc="lesion areas", unit="mask", leave=False)
+        return np.array(list(it), dtype=np.float64), sorted(bad, key=lambda s: str(s.path))
 
 
 def _sample(n: int, num: int, seed: int, fractions: np.ndarray | None) -> tuple[list[int], list[dict]]:

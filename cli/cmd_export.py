@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .args import path_arg
+
 DEFAULT_OUT = Path("out/export")
 
 
@@ -17,16 +19,16 @@ def register(sub) -> None:
     """Add the export sub-commands to the ``egeunet`` parser."""
     p = sub.add_parser("export", help="export ONNX / TFLite / Core ML artifacts (fp32, fp16, int8) with metadata")
     p.set_defaults(handler=cmd_export)
-    p.add_argument("--weights", type=Path, default=None,
+    p.add_argument("--weights", type=path_arg, default=None,
                    help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights")
     p.add_argument("--target", default=None, metavar="TARGET",
                    help="onnx, tflite, coreml, all, or a comma-separated list (several: a table, failures isolated)")
     p.add_argument("--precision", default=None, metavar="PRECISION",
                    help="fp32, fp16, int8 or int8w (Core ML weight-only), or a comma-separated list; default fp32 "
                         "for one target, every precision each target has with several")
-    p.add_argument("--calib", type=Path, default=None, metavar="CALIB",
+    p.add_argument("--calib", type=path_arg, default=None, metavar="CALIB",
                    help="calibration set from `egeunet calibrate` (int8); default: built from the bundled sample")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+    p.add_argument("--out", type=path_arg, default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--raw", action="store_true",
                    help="bare network: float input already min-max normalised (0..255), NCHW unless --nhwc")
@@ -35,24 +37,27 @@ def register(sub) -> None:
     p.add_argument("--no-blame", action="store_true",
                    help="int8: skip the int8 blame ranking (on by default here: quantize one block at a time, rank "
                         "by the Dice it costs; stored in the artifact's metadata and <artifact>.blame.json)")
-    p.add_argument("--blame-data", type=Path, default=None, metavar="DIR",
+    p.add_argument("--blame-data", type=path_arg, default=None, metavar="DIR",
                    help="images with masks for the blame ranking (default: the bundled sample's 32 test pairs)")
-    p.add_argument("--blame-split", default="val", help="split of --blame-data (default val)")
+    p.add_argument("--blame-split", default=None, help="split of --blame-data (default val)")
     p.add_argument("--list", action="store_true", help="print the format table and exit")
 
     p = sub.add_parser("calibrate", help="build the int8 calibration set from real training images")
     p.set_defaults(handler=cmd_calibrate)
-    p.add_argument("--data", type=Path, required=True, help="dataset root (official, ISIC or flat layout)")
+    p.add_argument("--data", type=path_arg, required=True, help="dataset root (official, ISIC or flat layout)")
     p.add_argument("--split", default="train")
     p.add_argument("--num", type=int, default=200, help="number of images (default 200; all if fewer exist)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, metavar="CALIB", help="output file (.npz)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="CALIB", help="output file (.npz)")
     p.add_argument("--force", action="store_true", help="allow the test split (leaks test data into int8 ranges)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="pass over unpaired or unreadable files, listing them (also in the set's manifest)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def cmd_export(args) -> int:
     from egeunet_deploy.export import export, export_all, export_formats
+    from egeunet_deploy.export.api import CALIBRATED
 
     if args.list:
         for row in export_formats():
@@ -63,20 +68,29 @@ def cmd_export(args) -> int:
         return 0
     if args.target is None:
         raise ValueError("export needs --target onnx, tflite, coreml or all (see --list)")
-    targets = [t.strip() for t in args.target.split(",") if t.strip()]
-    precisions = [p.strip() for p in args.precision.split(",") if p.strip()] if args.precision else None
-    if "all" in targets or len(targets) > 1 or (precisions and len(precisions) > 1):
+    targets = _names(args.target, "--target")
+    precisions = _names(args.precision, "--precision") if args.precision is not None else None
+    if args.blame_split is not None and args.blame_data is None:
+        raise ValueError("--blame-split applies to --blame-data; without --blame-data the blame ranking uses the "
+                         "bundled sample's test pairs")
+    blame_split = args.blame_split or "val"
+    several = "all" in targets or len(targets) > 1 or (precisions is not None and len(precisions) > 1)
+    building = precisions or (None if several else ["fp32"])  # None: every precision, int8 included
+    if args.calib is not None and building is not None and not set(building) & set(CALIBRATED):
+        raise ValueError(f"--calib is used by {', '.join(CALIBRATED)} only, and this export builds "
+                         f"{', '.join(building)}; add --precision int8")
+    if several:
         if args.raw or args.nhwc or args.dynamic_batch:
             raise ValueError("--raw, --nhwc and --dynamic-batch apply to one artifact; use them with one --target "
                              "and one --precision")
         results = export_all(weights=args.weights, out_dir=args.out, calib=args.calib,
                              targets=None if "all" in targets else targets, precisions=precisions,
-                             blame=not args.no_blame, blame_data=args.blame_data, blame_split=args.blame_split)
+                             blame=not args.no_blame, blame_data=args.blame_data, blame_split=blame_split)
         failed = [r for r in results if r.status == "failed"]
         return 1 if failed else 0
     path = export(targets[0], precisions[0] if precisions else "fp32", weights=args.weights, out_dir=args.out,
                   calib=args.calib, raw=args.raw, nhwc=args.nhwc, dynamic_batch=args.dynamic_batch,
-                  blame=not args.no_blame, blame_data=args.blame_data, blame_split=args.blame_split)
+                  blame=not args.no_blame, blame_data=args.blame_data, blame_split=blame_split)
     from egeunet_deploy.export.metadata import artifact_digest
 
     sha, size = artifact_digest(path)
@@ -84,12 +98,22 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _names(text: str, option: str) -> list[str]:
+    """A comma-separated option as names; an empty entry ('' or 'onnx,,tflite') is an error, not skipped."""
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise ValueError(f"{option} {text!r} has an empty name; give names separated by commas")
+    return names
+
+
 def cmd_calibrate(args) -> int:
     from egeunet_deploy.calibration import build_calibration_set, calibration_sha256, load_calibration_set
 
     path = build_calibration_set(args.data, args.out, split=args.split, num=args.num, seed=args.seed,
-                                 force=args.force, progress=not args.no_progress)
+                                 force=args.force, progress=not args.no_progress, skip_bad=args.skip_bad)
     images, manifest = load_calibration_set(path)
+    for line in manifest["source"]["skipped"]:
+        print(f"skipped {line}")
     cov, samp = manifest["coverage"], manifest["sampling"]
     print(f"wrote {path}: {len(images)} contract images (uint8 {images.shape[1]}x{images.shape[2]}) from "
           f"{manifest['source']['data']} [{manifest['source']['split']}], {samp['strategy']}, seed {samp['seed']}; "

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from .args import path_arg
 
 
 def register(sub) -> None:
@@ -11,9 +12,9 @@ def register(sub) -> None:
     p = sub.add_parser("golden", help="golden vectors (native pixels, model input, probabilities, masks) for the "
                                       "Android app's tests")
     p.set_defaults(handler=cmd_golden)
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR",
                    help="folder to write (the app's copy: android_demo/core/src/test/resources/golden)")
-    p.add_argument("--weights", type=Path, default=None,
+    p.add_argument("--weights", type=path_arg, default=None,
                    help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights")
     p.add_argument("--num", type=int, default=2, metavar="N",
                    help="real ISIC images from the bundled sample (the shrink, mixed and constant cases are added)")

@@ -6,9 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from .args import path_arg
+
 
 def add_weights_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", type=Path, default=None,
+    p.add_argument("--weights", type=path_arg, default=None,
                    help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights")
 
 
@@ -21,19 +23,19 @@ def register(sub) -> None:
 
     p = sub.add_parser("train", help="train with the paper's recipe (resumable; torchrun for several processes)")
     p.set_defaults(handler=cmd_train)
-    p.add_argument("--data", type=Path, help="dataset root (official, ISIC or flat layout)")
+    p.add_argument("--data", type=path_arg, help="dataset root (official, ISIC or flat layout)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs in all (default 300; when resuming, the run's own, unless given to extend it)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--out", type=Path, default=Path("runs/egeunet"), help="run folder (checkpoints, logs, curves)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    p.add_argument("--out", type=path_arg, default=Path("runs/egeunet"), help="run folder (checkpoints, logs, curves)")
+    p.add_argument("--resume", type=path_arg, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     p.add_argument("--seed", type=int, default=42)
     # None: TrainConfig's value, where the paper's recipe is written down once
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: the paper's)")
     p.add_argument("--t-max", type=int, default=None, help="cosine half-period in epochs (default: the paper's)")
     p.add_argument("--augment", default=None,
                    help="paper (default): flips, rotation; strong: also colour cast, gamma, saturation, zoom, shift")
-    p.add_argument("--init-weights", type=Path, default=None, metavar="W",
+    p.add_argument("--init-weights", type=path_arg, default=None, metavar="W",
                    help="start from these weights (fine-tuning) instead of a fresh initialisation")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: all cores)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N pairs of each split (smoke runs)")
@@ -43,19 +45,19 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="the paper's metrics (pooled mIoU/DSC) and per-image means on a split")
     p.set_defaults(handler=cmd_evaluate)
     add_weights_arg(p)
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=path_arg, required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
+    p.add_argument("--json", type=path_arg, default=None, metavar="FILE", help="write the results as JSON")
     p.add_argument("--native", action="store_true", help="score at each image's own resolution")
-    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+    p.add_argument("--report", type=path_arg, default=None, metavar="DIR",
                    help="also write a per-image CSV and pictures (score plots, worst images) to DIR")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("split", help="a seeded random train/val/test split (the paper's 7:3 protocol) as links")
     p.set_defaults(handler=cmd_split)
-    p.add_argument("--data", type=Path, required=True, help="dataset root holding the source splits")
-    p.add_argument("--out", type=Path, required=True, help="new folder for the split (official layout)")
+    p.add_argument("--data", type=path_arg, required=True, help="dataset root holding the source splits")
+    p.add_argument("--out", type=path_arg, required=True, help="new folder for the split (official layout)")
     p.add_argument("--from", dest="source_splits", default="train,val",
                    help="source splits pooled before splitting (default train,val: the paper's 2,150 images)")
     p.add_argument("--fractions", default="0.7,0,0.3",
@@ -68,8 +70,8 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="binary masks and overlays at the input's resolution")
     p.set_defaults(handler=cmd_predict)
     add_weights_arg(p)
-    p.add_argument("inputs", type=Path, nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("inputs", type=path_arg, nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--out", type=path_arg, required=True)
     p.add_argument("--skip-bad", action="store_true", help="pass over unreadable images, listing them")
     p.add_argument("--no-progress", action="store_true")
 

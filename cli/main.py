@@ -43,11 +43,16 @@ def describe(e: BaseException) -> str:
         return f"{e.filename}: a file is in the way; a folder is needed there"
     if isinstance(e, NotADirectoryError):
         return f"{e.filename}: part of this path is a file, not a folder"
+    if isinstance(e, IsADirectoryError):
+        return f"{e.filename}: a folder is in the way; a file is needed there"
     return f"{e.filename}: {e.strerror}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from egeunet_deploy.model.interrupts import remember_interrupts
+
+    restore_sigint = remember_interrupts()
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -60,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         # The reader is gone; point stdout at /dev/null so the interpreter's flush at exit cannot raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        restore_sigint()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from egeunet_deploy.model.checkpoint import load_model
 
-from .metadata import build_metadata, update_manifest
+from .metadata import build_metadata, read_manifest, update_manifest
 from .wrappers import INPUT_NAME, OUTPUT_NAME, IOSpec
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8w")
@@ -225,6 +225,7 @@ def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path,
     if not ok:
         raise ExportUnavailable(f"{t.name} {precision}: {reason}")
     out_dir = ensure_writable(out_dir)
+    read_manifest(out_dir)  # a damaged manifest fails now, not after the conversion has written the artifact
     net, ckpt = load_model(weights)
     spec = io_spec(t, raw, nhwc, dynamic_batch)
 
@@ -299,6 +300,7 @@ def export_all(*, weights=None, out_dir: Path, calib: Path | None = None, target
     up front instead of being repeated in every row."""
     pairs = plan(targets, precisions)
     out_dir = ensure_writable(out_dir)
+    read_manifest(out_dir)  # fail once, before any conversion, on a damaged manifest
     load_model(weights)  # fail once, clearly, on bad weights
     runnable = [(t, p) for t, p in pairs if t.precision_available(p)[0]]
     if any(p in CALIBRATED for _, p in runnable):

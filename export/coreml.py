@@ -28,6 +28,7 @@ import torch
 
 from egeunet_deploy.calibration.coreml_quant import activation_quant_available
 from egeunet_deploy.model.ege_unet import EGEUNet
+from egeunet_deploy.model.interrupts import raise_if_interrupted
 
 from .api import ExportError, ExportUnavailable
 from .metadata import METADATA_KEY, set_coreml_metadata
@@ -133,6 +134,8 @@ def export_coreml(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
     ok, reason = precision_available(precision)
     if not ok:
         raise ExportUnavailable(reason)
+    if log:
+        log(f"coreml {precision}: tracing and converting with coremltools (about 30 s on 2 CPU cores)")
     mlmodel = to_mlmodel(net, spec, precision)
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -160,6 +163,7 @@ def _atomic_package(path: Path, save: Callable[[Path], None], check: Callable[[P
         staged = tmpdir / path.name
         save(staged)
         check(staged)
+        raise_if_interrupted()  # coremltools can swallow Ctrl-C (bare excepts): never commit after one
         old = None
         if path.exists():
             old = tmpdir / "previous"

@@ -86,7 +86,8 @@ def golden_inputs(num: int = 2, image_dir: Path | None = None) -> list[GoldenInp
     if num < 1:
         raise ValueError(f"--num must be at least 1, got {num}")
     if len(files) < num + 1:
-        raise ValueError(f"{image_dir} has {len(files)} images; golden vectors need at least {num + 1}")
+        raise ValueError(f"--num {num} is too many: {image_dir} has {len(files)} images and golden vectors take "
+                         f"--num real ones plus one more for the resized edge cases (--num at most {len(files) - 1})")
     step = len(files) // (num + 1)
     picked = [files[i * step] for i in range(num + 1)]  # the last one seeds the shrink and mixed cases
     cases = [GoldenInput(f"isic_{f.stem}", "real", _rel(f), read_rgb(f)) for f in picked[:num]]

@@ -169,6 +169,8 @@ def export_tflite(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
     stored in the metadata and beside the artifact), or None."""
     from egeunet_deploy.calibration import tflite_quant
 
+    say = log or (lambda _: None)
+    say(f"tflite {precision}: converting with litert-torch (about a minute on 2 CPU cores; its own messages follow)")
     fb = to_tflite_float(net, spec, cache_key=meta.get("weights_sha256"), graph=graph)
     record = None
     if precision == "fp16":
@@ -181,6 +183,7 @@ def export_tflite(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
         if graph != "fast":
             raise ValueError("the int8 recipe addresses the rewritten graph's blocks: use graph='fast'")
         recipe = tflite_quant.DEFAULT_LITERT_RECIPE
+        say(f"tflite int8: calibrating activation ranges on {len(calib_images)} images, then quantizing")
         ranges = tflite_quant.calibrate(fb, spec.feed(calib_images), INPUT_NAME)
         float_fb = fb
         fb = tflite_quant.quantize_tflite_int8(fb, None, INPUT_NAME, recipe, ranges=ranges)
@@ -198,6 +201,7 @@ def export_tflite(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
                      "transposes": ops.get("TRANSPOSE", 0), "module": graph_name(graph),
                      "flatbuffer_bytes": len(fb)}
     data = append_tflite_metadata(fb, meta)
+    say(f"tflite {precision}: checking the flatbuffer in LiteRT")
     smoke_check(data, spec)
     atomic_write_bytes(path, data)
     if record is not None:

@@ -6,6 +6,7 @@ any moment leaves either the previous complete file or the new complete file, ne
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -18,6 +19,7 @@ from torch import nn
 
 from .bundled import DEFAULT_WEIGHTS
 from .ege_unet import EGEUNet, ModelCfg, model_from_cfg
+from .interrupts import raise_if_interrupted
 
 
 class WeightsError(ValueError):
@@ -25,18 +27,30 @@ class WeightsError(ValueError):
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write through a temporary file in the same folder, fsynced, then renamed over ``path``.
+
+    OS errors name ``path``, the file the user asked for, not the hidden temporary one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        raise_if_interrupted()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
 
 
@@ -65,6 +79,8 @@ def sha256_file(path: Path | str) -> str:
 def read_checkpoint(path: Path | str) -> dict:
     """Load a file written by this toolkit (``{"state_dict", "model_cfg", ...}``) or a bare official state_dict."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder; give the weights file inside it (e.g. best.pt)")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
@@ -102,6 +118,11 @@ def load_state_strict(net: nn.Module, state_dict: dict, source: str) -> None:
                 parts.append(f"{title}: {shown}")
         arch = getattr(net, "cfg", "")
         raise WeightsError(f"{source} does not fit EGE-UNet {arch}: " + "; ".join(parts))
+    broken = sorted(k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if broken:
+        shown = ", ".join(broken[:6]) + (f", ... ({len(broken)} in all)" if len(broken) > 6 else "")
+        raise WeightsError(f"{source}: NaN or infinite values in {shown}; the model would output NaN (a diverged "
+                           "training run?). Use an earlier checkpoint.")
     net.load_state_dict(state_dict, strict=True)
 
 

@@ -67,7 +67,7 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
 
 
-def _split_matches(folder_name: str, split: str) -> bool:
+def split_matches(folder_name: str, split: str) -> bool:
     words = re.split(r"[^a-z]+", folder_name.lower())
     return any(alias in words for alias in SPLIT_ALIASES.get(split, (split,)))
 
@@ -84,8 +84,8 @@ def resolve_layout(root: Path | str, split: str | None) -> tuple[Path, Path | No
     truths = [d for d in root.iterdir() if d.is_dir() and re.search(r"_groundtruth$", d.name, re.I)]
     if inputs:
         if split:
-            inputs = [d for d in inputs if _split_matches(d.name, split)]
-            truths = [d for d in truths if _split_matches(d.name, split)]
+            inputs = [d for d in inputs if split_matches(d.name, split)]
+            truths = [d for d in truths if split_matches(d.name, split)]
         if len(inputs) != 1 or len(truths) > 1:
             found = ", ".join(sorted(d.name for d in inputs)) or "none"
             raise DataError(f"{root}: ISIC layout needs exactly one *_Input folder for split {split!r}; found: {found}")
@@ -145,13 +145,14 @@ def pair_files(images_dir: Path, masks_dir: Path | None, skip_bad: bool = False)
 
 def _finish(pairs: list[Pair], problems: list[Skipped], skip_bad: bool) -> tuple[list[Pair], list[Skipped]]:
     if problems and not skip_bad:
-        raise DataError(_describe(problems, "pairing failed"))
+        raise DataError(describe_problems(problems, "pairing failed"))
     if not pairs:
-        raise DataError(_describe(problems, "no usable image/mask pairs") if problems else "no usable pairs")
+        raise DataError(describe_problems(problems, "no usable image/mask pairs") if problems else "no usable pairs")
     return sorted(pairs, key=lambda p: p.stem), problems
 
 
-def _describe(problems: list[Skipped], what: str, limit: int = 20) -> str:
+def describe_problems(problems: list[Skipped], what: str, limit: int = 20) -> str:
+    """``what`` and every problem file with its reason, one per line (the first ``limit``)."""
     lines = [f"  {p.path}: {p.reason}" for p in problems[:limit]]
     more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
     return f"{what} ({len(problems)} problem(s); pass --skip-bad to skip them):\n" + "\n".join(lines) + more
@@ -169,8 +170,8 @@ def _decode(pair: Pair, hw: tuple[int, int], keep_native: bool):
     if pair.mask is not None:
         mask_native = read_mask(pair.mask)
         if mask_native.shape != native:
-            raise DataError(f"{pair.mask}: mask is {mask_native.shape[1]}x{mask_native.shape[0]} but image "
-                            f"{pair.image.name} is {native[1]}x{native[0]} (W x H)")
+            raise ImageReadError(pair.mask, f"mask is {mask_native.shape[1]}x{mask_native.shape[0]} but image "
+                                            f"{pair.image.name} is {native[1]}x{native[0]} (W x H)")
         mask = resize_mask(mask_native, hw)
     return resize_rgb(img, hw), mask, native, (mask_native if keep_native else None)
 
@@ -192,8 +193,8 @@ def load_pairs(
     def work(i: int) -> None:
         try:
             results[i] = _decode(pairs[i], hw, keep_native)
-        except (ImageReadError, DataError) as e:
-            errors.append(Skipped(getattr(e, "path", pairs[i].image), str(e)))
+        except ImageReadError as e:
+            errors.append(Skipped(e.path, e.reason))
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         it = pool.map(work, range(len(pairs)))
@@ -204,11 +205,11 @@ def load_pairs(
         for _ in it:
             pass
     if errors and not skip_bad:
-        raise DataError(_describe(sorted(errors, key=lambda s: str(s.path)), "cannot read the dataset"))
+        raise DataError(describe_problems(sorted(errors, key=lambda s: str(s.path)), "cannot read the dataset"))
     skipped += errors
     keep = [i for i, r in enumerate(results) if r is not None]
     if not keep:
-        raise DataError(_describe(skipped, "no readable pairs"))
+        raise DataError(describe_problems(skipped, "no readable pairs"))
     has_masks = all(pairs[i].mask is not None for i in keep)
     return LoadedSet(
         images=np.stack([results[i][0] for i in keep]),

@@ -17,7 +17,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 class ImageReadError(ValueError):
-    """An image or mask file that cannot be decoded; ``path`` names it."""
+    """An image or mask file that cannot be used (undecodable, or a mask of another size than its image); ``path``
+    names it."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
         self.path, self.reason = Path(path), reason

@@ -23,6 +23,7 @@ import numpy as np
 
 from .checkpoint import current_umask
 from .data import DataError, Pair, find_pairs
+from .interrupts import raise_if_interrupted
 
 SPLITS = ("train", "val", "test")
 
@@ -99,6 +100,7 @@ def random_split(root: Path | str, out: Path | str, *, source_splits: tuple[str,
                       for name, count in zip(SPLITS, counts, strict=True) if count},
         }
         (tmp / "split.json").write_text(json.dumps(record, indent=1))
+        raise_if_interrupted()
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -159,3 +159,79 @@ def test_cli_calibrate(sample_dir, tmp_path, capsys):
     assert main(["calibrate", "--data", str(sample_dir), "--split", "test", "--out", str(tmp_path / "t.npz"),
                  "--no-progress"]) == 2
     assert "refusing to calibrate on the 'test' split" in capsys.readouterr().err
+
+
+def test_unreadable_sets_get_a_message_not_a_traceback(built, tmp_path):
+    """Every way a file can fail to be a set ends in CalibrationError naming it (before: EOFError, TypeError,
+    zlib.error, AttributeError tracebacks)."""
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    array = tmp_path / "plain.npy"
+    np.save(array, np.zeros((8, 256, 256, 3), np.uint8))
+    damaged = tmp_path / "damaged.npz"
+    data = bytearray(built.read_bytes())
+    data[1000:1200] = bytes(255 - b for b in data[1000:1200])
+    damaged.write_bytes(bytes(data))
+    listed = _rewrite(built, tmp_path / "list_manifest.npz")
+    with np.load(listed) as z:
+        images = z["images"].copy()
+    buf = io.BytesIO()
+    np.savez(buf, images=images, manifest=np.array(json.dumps(["x"])))
+    listed.write_bytes(buf.getvalue())
+    for path, reason in ((empty, ""), (array, "single .npy array"), (damaged, ""), (listed, "JSON list")):
+        with pytest.raises(CalibrationError, match="not a calibration set") as info:
+            load_calibration_set(path)
+        assert str(path) in str(info.value) and reason in str(info.value)
+    with pytest.raises(CalibrationError, match="is a folder"):
+        load_calibration_set(tmp_path)
+
+
+def test_damaged_bundled_cache_is_rebuilt(tmp_path):
+    path = bundled_calibration_set(tmp_path)
+    good = path.read_bytes()
+    path.write_bytes(b"")
+    assert bundled_calibration_set(tmp_path) == path and path.read_bytes() == good
+
+
+def _copy_pairs(sample_dir: Path, dst: Path, n: int) -> Path:
+    """The first ``n`` train pairs of the sample in the official layout under ``dst`` (split folder ``dst.name``)."""
+    (dst / "images").mkdir(parents=True)
+    (dst / "masks").mkdir()
+    for img in sorted((sample_dir / "train" / "images").iterdir())[:n]:
+        shutil.copy(img, dst / "images")
+        shutil.copy(sample_dir / "train" / "masks" / f"{img.stem}_segmentation.jpg", dst / "masks")
+    return dst
+
+
+def test_a_test_folder_is_refused_whatever_the_split_name(sample_dir, tmp_path):
+    """``--data isic2017/test --split ''`` reads the test images through the flat layout; the guard looks at the
+    folder the images come from, not only at the split's name."""
+    test_dir = _copy_pairs(sample_dir, tmp_path / "data" / "test", 10)
+    for split in (None, ""):
+        with pytest.raises(CalibrationError, match="test split's folder"):
+            build_calibration_set(test_dir, tmp_path / "t.npz", split=split, num=8, progress=False)
+    assert not (tmp_path / "t.npz").exists()
+    assert build_calibration_set(test_dir, tmp_path / "t.npz", split="", num=8, force=True, progress=False).exists()
+    with pytest.raises(CalibrationError, match="--seed -1"):
+        build_calibration_set(sample_dir, tmp_path / "s.npz", num=8, seed=-1, progress=False)
+
+
+def test_skip_bad_passes_over_unreadable_files_and_lists_them(sample_dir, tmp_path, capsys):
+    data = _copy_pairs(sample_dir, tmp_path / "data" / "train", 12)
+    bad_image = sorted((data / "images").iterdir())[3]
+    bad_image.write_bytes(bad_image.read_bytes()[:400])  # truncated JPEG
+    bad_mask = sorted((data / "masks").iterdir())[7]
+    bad_mask.write_bytes(b"not a jpeg")
+    out = tmp_path / "c.npz"
+    args = ["calibrate", "--data", str(tmp_path / "data"), "--num", "12", "--out", str(out), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert bad_mask.name in err and "--skip-bad" in err and not out.exists()
+    assert main([*args, "--skip-bad"]) == 0
+    printed = capsys.readouterr().out
+    images, manifest = load_calibration_set(out)
+    skipped = manifest["source"]["skipped"]
+    assert len(images) == 10 and len(skipped) == 2
+    assert {Path(s.split(": ")[0]).name for s in skipped} == {bad_image.name, bad_mask.name}
+    assert bad_image.name in printed and bad_mask.name in printed
+    assert all(s.count(bad_image.name) <= 1 for s in skipped)  # the path once, then the reason

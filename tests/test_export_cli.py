@@ -67,6 +67,11 @@ def test_cli_export_onnx(tmp_path, capsys):
     (["--target", "tflite", "--dynamic-batch"], "does not support --dynamic-batch"),
     (["--target", "all", "--raw"], "apply to one artifact"),
     ([], "export needs --target"),
+    (["--target", ""], "--target '' has an empty name"),
+    (["--target", "onnx,,tflite"], "has an empty name"),
+    (["--target", "onnx", "--precision", ""], "--precision '' has an empty name"),
+    (["--target", "onnx", "--calib", "c.npz"], "--calib is used by int8 only"),
+    (["--target", "onnx", "--precision", "int8", "--blame-split", "test"], "--blame-split applies to --blame-data"),
 ])
 def test_bad_names_and_options_are_refused_with_hints(args, message, tmp_path, capsys):
     rc, _, err = run(["export", *args, "--out", str(tmp_path / "o")], capsys)
@@ -155,3 +160,27 @@ def test_a_failing_artifact_is_a_row_not_a_crash(tmp_path, calib_path, capsys): 
 def test_export_result_fields():
     r = ExportResult("onnx", "fp32", "ok")
     assert (r.path, r.size_bytes, r.seconds, r.error) == (None, None, None, None)
+
+
+def test_a_damaged_manifest_is_refused_before_the_conversion(tmp_path, capsys):
+    """Before: the artifact was converted and written, then the manifest update failed, leaving an artifact that no
+    manifest lists."""
+    (tmp_path / "manifest.json").write_text("{bad")
+    rc, _, err = run(["export", "--target", "onnx", "--out", str(tmp_path)], capsys)
+    assert rc == 2 and "unreadable manifest" in err
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_errors_name_the_users_path_not_a_temporary_file(tmp_path, capsys):
+    (tmp_path / "egeunet_fp32.onnx").mkdir()
+    rc, _, err = run(["export", "--target", "onnx", "--out", str(tmp_path)], capsys)
+    assert rc == 2 and f"{tmp_path / 'egeunet_fp32.onnx'}: a folder is in the way" in err
+    assert ".tmp" not in err and not no_temp_files(tmp_path)
+
+
+def test_an_empty_out_path_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--target", "onnx", "--out", ""])
+    assert info.value.code == 2 and "--out: an empty path" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

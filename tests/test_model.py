@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import time
 import types
 from pathlib import Path
 
@@ -12,9 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from egeunet_deploy.model import DeployEGEUNet, create_model, list_models
-from egeunet_deploy.model.checkpoint import WeightsError, load_model
+from egeunet_deploy.model.checkpoint import WeightsError, atomic_write_bytes, load_model
 from egeunet_deploy.model.ege_unet import fold_all_gates
 from egeunet_deploy.model.info import count_macs
+from egeunet_deploy.model.interrupts import remember_interrupts
 from egeunet_deploy.model.layers import (
     GHPA,
     ChannelLayerNorm,
@@ -186,6 +190,36 @@ def test_missing_and_corrupt_weights_files(tmp_path):
     with pytest.raises(WeightsError, match=r"never runs code from the file\)$") as info:
         load_model(pickled_code)
     assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_weights_with_nan_or_a_folder_are_refused(shipped, tmp_path):
+    state = {k: v.clone() for k, v in shipped[0].state_dict().items()}
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[key][0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(WeightsError, match=f"NaN or infinite values in {key}"):
+        load_model(tmp_path / "nan.pt")
+    with pytest.raises(WeightsError, match="is a folder"):
+        load_model(tmp_path)
+
+
+def test_atomic_write_never_commits_after_a_swallowed_ctrl_c(tmp_path):
+    """A library that catches the KeyboardInterrupt (coremltools' bare excepts) must not let the write go through."""
+    restore = remember_interrupts()
+    try:
+        atomic_write_bytes(tmp_path / "before.bin", b"ok")
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here
+        except KeyboardInterrupt:
+            pass  # swallowed, as a bare except would
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write_bytes(tmp_path / "after.bin", b"late")
+    finally:
+        restore()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["before.bin"]  # no artifact, no temporary file
+    remember_interrupts()()  # a new command starts with a clean slate
+    atomic_write_bytes(tmp_path / "next.bin", b"ok")
 
 
 def test_unknown_variant_lists_known_ones():
