@@ -29,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--calib", type=path_arg, default=None, metavar="CALIB",
                    help="calibration set from `egeunet calibrate` (int8); default: built from the bundled sample")
     p.add_argument("--out", type=path_arg, default=DEFAULT_OUT, metavar="DIR",
-                   help=f"output folder (default {DEFAULT_OUT})")
+                   help=f"output folder (default {DEFAULT_OUT}); an artifact of the same name there is replaced "
+                        "(atomically) and manifest.json updated")
     p.add_argument("--raw", action="store_true",
                    help="bare network: float input already min-max normalised (0..255), NCHW unless --nhwc")
     p.add_argument("--nhwc", action="store_true", help="NHWC input/output (the default for TFLite and Core ML)")
@@ -48,7 +49,8 @@ def register(sub) -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--num", type=int, default=200, help="number of images (default 200; all if fewer exist)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=path_arg, required=True, metavar="CALIB", help="output file (.npz)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="CALIB",
+                   help="output file (.npz); replaced (atomically) if it exists")
     p.add_argument("--force", action="store_true", help="allow the test split (leaks test data into int8 ranges)")
     p.add_argument("--skip-bad", action="store_true",
                    help="pass over unpaired or unreadable files, listing them (also in the set's manifest)")

@@ -224,9 +224,9 @@ def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path,
     ok, reason = t.precision_available(precision)
     if not ok:
         raise ExportUnavailable(f"{t.name} {precision}: {reason}")
+    net, ckpt = load_model(weights)  # before creating --out: bad weights leave no empty folder behind
     out_dir = ensure_writable(out_dir)
     read_manifest(out_dir)  # a damaged manifest fails now, not after the conversion has written the artifact
-    net, ckpt = load_model(weights)
     spec = io_spec(t, raw, nhwc, dynamic_batch)
 
     calib_images = calib_record = None
@@ -299,9 +299,9 @@ def export_all(*, weights=None, out_dir: Path, calib: Path | None = None, target
     Problems that would fail every row (bad weights, unwritable folder, unusable calibration set) are raised once
     up front instead of being repeated in every row."""
     pairs = plan(targets, precisions)
+    load_model(weights)  # fail once, clearly, on bad weights (before creating --out)
     out_dir = ensure_writable(out_dir)
     read_manifest(out_dir)  # fail once, before any conversion, on a damaged manifest
-    load_model(weights)  # fail once, clearly, on bad weights
     runnable = [(t, p) for t, p in pairs if t.precision_available(p)[0]]
     if any(p in CALIBRATED for _, p in runnable):
         from egeunet_deploy.calibration import load_calibration_set
