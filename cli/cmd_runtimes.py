@@ -6,34 +6,39 @@ import json
 import sys
 from pathlib import Path
 
+from .args import path_arg
+
 
 def register(sub) -> None:
     """Add the runtime sub-commands to the ``egeunet`` parser."""
-    p = sub.add_parser("doctor", help="list every runtime backend, available or not and why, with versions")
+    p = sub.add_parser("doctor", help="list every runtime backend and export converter, available or not and why")
     p.set_defaults(handler=cmd_doctor)
     p.add_argument("--json", action="store_true", help="print JSON only")
 
     p = sub.add_parser("drift", help="accuracy drift of exported artifacts vs the PyTorch model (gates CI)")
     p.set_defaults(handler=cmd_drift)
-    p.add_argument("--artifacts", type=Path, required=True, metavar="DIR_OR_FILE",
+    p.add_argument("--artifacts", type=path_arg, required=True, metavar="DIR_OR_FILE",
                    help="folder of exported artifacts (or one artifact)")
-    p.add_argument("--data", type=Path, required=True, help="dataset root (official, ISIC or flat layout)")
+    p.add_argument("--data", type=path_arg, required=True, help="dataset root (official, ISIC or flat layout)")
     p.add_argument("--split", default="test")
-    p.add_argument("--out", type=Path, default=None, metavar="REPORT_DIR",
-                   help="where drift.json, report.html and figures go (default: <artifacts>/drift)")
-    p.add_argument("--tolerance", type=Path, default=None, metavar="FILE",
+    p.add_argument("--out", type=path_arg, default=None, metavar="REPORT_DIR",
+                   help="where drift.json, report.html and figures go (default: <artifacts>/drift); replaced "
+                        "whole, so it must be new, empty or a previous drift report")
+    p.add_argument("--tolerance", type=path_arg, default=None, metavar="FILE",
                    help="YAML/JSON tolerances merged over the defaults (runtimes/tolerances.yaml)")
-    p.add_argument("--weights", type=Path, default=None, help="reference weights (default: the shipped weights)")
+    p.add_argument("--weights", type=path_arg, default=None, help="reference weights (default: the shipped weights)")
     p.add_argument("--threads", type=int, default=None, help="threads per runtime (default: the runtime's own)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA where a backend has it, else CPU")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="pass over unpaired or unreadable images (listed in the output and the report)")
     p.add_argument("--strict", action="store_true", help="also fail when an artifact had to be skipped")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("bench", help="latency of artifacts on this host (CPU/CUDA) or on a phone over adb")
     p.set_defaults(handler=cmd_bench)
-    p.add_argument("--artifact", type=Path, action="append", required=True, metavar="FILE",
+    p.add_argument("--artifact", type=path_arg, action="append", required=True, metavar="FILE",
                    help="artifact or PyTorch weights; repeat to compare (timed interleaved in one process)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "android"),
                    help="auto: CUDA where present, else CPU (says which)")
@@ -41,13 +46,13 @@ def register(sub) -> None:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--e2e-runs", type=int, default=None, help="end-to-end runs (default: min(runs, 20))")
-    p.add_argument("--image", type=Path, default=None, help="photo for the end-to-end timing (default: a sample)")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
-    p.add_argument("--plot", type=Path, default=None, metavar="PNG",
+    p.add_argument("--image", type=path_arg, default=None, help="photo for the end-to-end timing (default: a sample)")
+    p.add_argument("--json", type=path_arg, default=None, metavar="FILE", help="write the results as JSON")
+    p.add_argument("--plot", type=path_arg, default=None, metavar="PNG",
                    help="comparison plot (default with several artifacts: beside --json, else ./bench.png)")
     g = p.add_argument_group("android (--device android)")
     g.add_argument("--serial", default=None, help="adb serial when several devices are attached")
-    g.add_argument("--benchmark-binary", type=Path, default=None, metavar="PATH",
+    g.add_argument("--benchmark-binary", type=path_arg, default=None, metavar="PATH",
                    help="TFLite benchmark_model for the phone's ABI (pushed to /data/local/tmp)")
     g.add_argument("--use-gpu", action="store_true", help="benchmark_model --use_gpu=true")
     g.add_argument("--use-nnapi", action="store_true", help="benchmark_model --use_nnapi=true")
@@ -56,28 +61,35 @@ def register(sub) -> None:
 
     p = sub.add_parser("deploy", help="calibrate, export every target, drift report, latency: one HTML page")
     p.set_defaults(handler=cmd_deploy)
-    p.add_argument("--weights", type=Path, default=None, help="default: the shipped weights")
-    p.add_argument("--data", type=Path, default=None,
+    p.add_argument("--weights", type=path_arg, default=None, help="default: the shipped weights")
+    p.add_argument("--data", type=path_arg, default=None,
                    help="dataset root with train (calibration) and test (drift) splits; default: the bundled sample")
-    p.add_argument("--out", type=Path, default=Path("deploy"), help="output folder (default: ./deploy)")
+    p.add_argument("--out", type=path_arg, default=Path("deploy"), help="output folder (default: ./deploy)")
     p.add_argument("--split", default="test", help="split for the drift report")
     p.add_argument("--targets", default=None, help="comma-separated export targets (default: all this OS supports)")
-    p.add_argument("--threads", default="1,2", help="thread counts for the latency bench")
+    p.add_argument("--precisions", default=None,
+                   help="comma-separated precisions, e.g. fp32,int8 (default: every one each target has)")
+    p.add_argument("--threads", default=None, help="thread counts for the latency bench (default: 1,2 as far as "
+                                                   "this host has cores)")
     p.add_argument("--runs", type=int, default=None, help="timed runs per artifact (default: small on small hosts)")
     p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--tolerance", type=Path, default=None, metavar="FILE")
+    p.add_argument("--tolerance", type=path_arg, default=None, metavar="FILE")
     p.add_argument("--no-blame", action="store_true",
                    help="skip the int8 blame ranking (saves 1-2 minutes per int8 artifact)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="pass over unpaired or unreadable images (listed in the output and the report)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def cmd_doctor(args) -> int:
+    from egeunet_deploy.export import export_formats
     from egeunet_deploy.runtimes import doctor
 
-    rows = doctor()
+    rows, converters = doctor(), export_formats()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"runtimes": rows, "converters": converters}, indent=2))
         return 0
+    print("runtimes (run artifacts):")
     for r in rows:
         mark = "ok " if r["available"] else "-- "
         print(f"{mark} {r['backend']:12} {r['version'] or 'not installed':14} {', '.join(r['suffixes']):20} "
@@ -85,6 +97,12 @@ def cmd_doctor(args) -> int:
         for name, acc in r["accelerators"].items():
             state = "present" if acc["present"] else "absent"
             print(f"      {name}: {state} ({acc['detail']})")
+    print("converters (egeunet export):")
+    for c in converters:
+        mark = "ok " if c["available"] else "-- "
+        limits = "; ".join(f"{p} needs {why}" for p, why in c["os_only"].items())
+        print(f"{mark} {c['target']:12} {','.join(c['precisions']):22} {c['suffix']:12} "
+              f"{c['reason'] if not c['available'] else limits}")
     return 0
 
 
@@ -94,7 +112,7 @@ def cmd_drift(args) -> int:
     out = args.out or (args.artifacts if args.artifacts.is_dir() else args.artifacts.parent) / "drift"
     report = run_drift(args.artifacts, args.data, split=args.split, out=out, tolerance=args.tolerance,
                        weights=args.weights, threads=args.threads, device=args.device, limit=args.limit,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, skip_bad=args.skip_bad)
     print("\n".join(summary_lines(report)))
     print(f"report: {out / 'report.html'}  json: {out / 'drift.json'}")
     skipped = report["summary"]["skipped"]
@@ -110,12 +128,20 @@ def cmd_drift(args) -> int:
 def cmd_bench(args) -> int:
     from egeunet_deploy.model.checkpoint import atomic_write_bytes
     from egeunet_deploy.runtimes import bench as b
+    from egeunet_deploy.runtimes.base import check_output_path
 
-    threads = b.parse_threads(args.threads)
+    # every check that takes no time, before anything is loaded or measured
+    threads = b.parse_threads(args.threads, args.device)
+    b.check_budget(args.runs, args.warmup, args.e2e_runs)
+    artifacts = b.check_artifact_paths(args.artifact)
+    plot = args.plot or (args.json.with_suffix(".png") if args.json else Path("bench.png"))
+    for option, path in (("--json", args.json), ("--plot", plot if len(artifacts) > 1 else None)):
+        if path is not None:
+            check_output_path(path, option)
     if args.device == "android":
         from egeunet_deploy.runtimes.android import bench_android
 
-        records = bench_android(args.artifact, threads=threads, runs=args.runs, warmup=args.warmup,
+        records = bench_android(artifacts, threads=threads, runs=args.runs, warmup=args.warmup,
                                 serial=args.serial, benchmark_binary=args.benchmark_binary, use_gpu=args.use_gpu,
                                 use_nnapi=args.use_nnapi, adb=args.adb, progress=not args.no_progress)
         phone = records[0]["phone"]
@@ -124,11 +150,12 @@ def cmd_bench(args) -> int:
     else:
         if args.use_gpu or args.use_nnapi or args.benchmark_binary or args.serial:
             raise ValueError("--serial/--benchmark-binary/--use-gpu/--use-nnapi need --device android")
-        for line in b.accelerator_notes(args.artifact):
+        for line in b.accelerator_notes(artifacts):
             print(line)
-        records = b.bench_host(args.artifact, threads=threads, runs=args.runs, warmup=args.warmup,
+        records = b.bench_host(artifacts, threads=threads, runs=args.runs, warmup=args.warmup,
                                device=args.device, e2e_runs=args.e2e_runs, image=args.image,
                                progress=not args.no_progress)
+    b.check_measured(records)
     print("\n".join(b.summary_lines(records)))
     for line in b.ratio_lines(records):
         print(line)
@@ -140,7 +167,6 @@ def cmd_bench(args) -> int:
     if len(records) > 1 and measured:
         from egeunet_deploy.runtimes.report import bench_figure
 
-        plot = args.plot or (args.json.with_suffix(".png") if args.json else Path("bench.png"))
         bench_figure(measured, plot)
         print(f"plot: {plot}")
     return 0 if all(r["status"] == "ok" for r in records) else 1
@@ -151,7 +177,19 @@ def cmd_deploy(args) -> int:
     from egeunet_deploy.runtimes.deploy import deploy
 
     result = deploy(weights=args.weights, data=args.data, out=args.out, split=args.split,
-                    targets=[t for t in args.targets.split(",") if t] if args.targets else None,
-                    threads=parse_threads(args.threads), runs=args.runs, warmup=args.warmup,
-                    tolerance=args.tolerance, progress=not args.no_progress, blame=not args.no_blame)
+                    targets=_names(args.targets, "--targets"), precisions=_names(args.precisions, "--precisions"),
+                    threads=parse_threads(args.threads) if args.threads is not None else None, runs=args.runs,
+                    warmup=args.warmup, tolerance=args.tolerance, progress=not args.no_progress,
+                    blame=not args.no_blame, skip_bad=args.skip_bad)
     return 0 if result["passed"] else 1
+
+
+def _names(text: str | None, option: str) -> list[str] | None:
+    """'onnx,tflite' -> ['onnx', 'tflite']; None when the option was not given. An empty entry ('onnx,,tflite',
+    '') is refused rather than dropped: it is a typo, and dropping it could turn the list into 'everything'."""
+    if text is None:
+        return None
+    names = [t.strip() for t in text.split(",")]
+    if "" in names:
+        raise ValueError(f"{option} {text!r} has an empty entry; give comma-separated names like onnx,tflite")
+    return names

@@ -110,18 +110,64 @@ def append_tflite_metadata(flatbuffer: bytes, meta: dict) -> bytes:
     return flatbuffer + buf.getvalue()
 
 
+class NotAModelError(MetadataError):
+    """The file is not a valid, complete model of the format its suffix names (truncated, corrupt, or another kind of
+    file renamed): a different problem from a good model that lacks our metadata, and said differently."""
+
+
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier, bytes 4..8 of every TFLite model
+
+
 def _read_tflite(path: Path) -> dict:
+    """The associated file's record. Why the checks: a truncated file or a text file renamed ``.tflite`` has no zip
+    at its end either, and "no associated file" would send the user looking for the wrong problem."""
+    data = path.read_bytes()
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        raise NotAModelError(f"{path}: not a TFLite model (no '{TFLITE_IDENTIFIER.decode()}' flatbuffer identifier at "
+                             f"bytes 4..8: empty, another kind of file, or damaged)")
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
             return json.loads(z.read(TFLITE_ASSOCIATED_FILE))
     except (zipfile.BadZipFile, KeyError) as e:
+        if TFLITE_ASSOCIATED_FILE.encode() in data[-(1 << 16):]:
+            raise NotAModelError(f"{path}: not a complete TFLite model (the zip holding {TFLITE_ASSOCIATED_FILE} at "
+                                 f"its end is cut off or damaged: truncated or corrupt)") from None
+        problem = _tflite_flatbuffer_problem(path)
+        if problem:
+            raise NotAModelError(f"{path}: not a valid TFLite model (truncated or corrupt; LiteRT: "
+                                 f"{problem})") from None
         raise MetadataError(f"{path}: no {TFLITE_ASSOCIATED_FILE} associated file ({e})") from None
 
 
-def _read_onnx(path: Path) -> dict:
-    import onnx
+def _tflite_flatbuffer_problem(path: Path) -> str | None:
+    """What LiteRT's flatbuffer verifier says about the model (None: it loads, or LiteRT is not installed). Only
+    asked when the metadata is missing, to tell a truncated model from a complete one exported elsewhere: the
+    identifier survives truncation, and only a verifier walking every offset notices the missing end."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        return None
+    try:  # no default delegates: verifying needs no XNNPACK set-up
+        Interpreter(model_path=str(path),
+                    experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    except (ValueError, RuntimeError) as e:
+        return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return None
 
-    model = onnx.load(str(path), load_external_data=False)
+
+def _read_onnx(path: Path) -> dict:
+    """The ``metadata_props`` record; a file whose protobuf does not parse, or an empty one (which parses as an empty
+    model), is said to be no valid ONNX model rather than one without our metadata."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except DecodeError:
+        raise NotAModelError(f"{path}: not a valid ONNX model (truncated or corrupt: its protobuf does not "
+                             f"parse)") from None
+    if not model.HasField("graph"):
+        raise NotAModelError(f"{path}: not a valid ONNX model (empty, or no graph in it)")
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             return json.loads(prop.value)

@@ -69,11 +69,13 @@ class ArtifactSpec:
 
 def read_spec(path: Path | str) -> ArtifactSpec:
     """Read and validate an artifact's metadata; refuse another contract, unknown layouts or dtypes."""
-    from egeunet_deploy.export.metadata import MetadataError, read_metadata
+    from egeunet_deploy.export.metadata import MetadataError, NotAModelError, read_metadata
 
     path = Path(path)
     try:
         meta = read_metadata(path)
+    except NotAModelError as e:  # a damaged file: the hint below about other exporters would mislead
+        raise ArtifactError(str(e)) from None
     except MetadataError as e:
         raise ArtifactError(f"{e}; only artifacts exported by egeunet-deploy carry the contract a runtime "
                             f"needs") from None
@@ -277,6 +279,10 @@ def register_runner(cls: type[Runner]) -> type[Runner]:
     return cls
 
 
+FOLDER_SUFFIXES = (".mlpackage",)
+"""Artifacts that are folders (a Core ML package); every other artifact is one file."""
+
+
 def artifact_kind(path: Path | str) -> str:
     """Lower-case suffix that picks a runner (``.mlpackage`` folders included)."""
     return Path(path).suffix.lower()
@@ -294,6 +300,19 @@ def runner_class_for(path: Path | str) -> type[Runner]:
 def runner_for(path: Path | str, threads: int | None = None, device: str = "auto", **options) -> Runner:
     """A loaded runner for an artifact (or a PyTorch weights file), chosen by suffix."""
     return runner_class_for(path)(threads=threads, device=device, **options).load(path)
+
+
+def check_output_path(path: Path, option: str, folder: bool = False) -> None:
+    """Refuse an output path that cannot be written (a folder where a file goes, a file where a folder goes, a file
+    among its parents) before minutes of work, instead of failing at the final write."""
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{option} {path}: a {'file' if folder else 'folder'} is in the way; a "
+                         f"{'folder' if folder else 'file'} is needed there")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {path}: {parent} is a file, not a folder")
+            break
 
 
 CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")

@@ -20,23 +20,65 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ArtifactError, RuntimeUnavailable, host_info, runner_class_for
+from .base import FOLDER_SUFFIXES, ArtifactError, RuntimeUnavailable, artifact_kind, host_info, runner_class_for
 
 DEVICES = ("auto", "cpu", "cuda", "android")
 
 
-def parse_threads(text: str | list[int] | tuple[int, ...]) -> list[int]:
-    """'1,2,4' -> [1, 2, 4]; rejects zero, negatives, duplicates and junk with a clear message."""
+ANDROID_MAX_THREADS = 64
+"""Most threads a phone benchmark may ask for: the phone's cores are not known before adb is asked, and no phone has
+more; the point is to refuse typos like 99999 before anything runs."""
+
+
+def thread_limit(device: str) -> tuple[int, str]:
+    """(most threads, what limits them) for a benchmark device. Host runtimes (cpu, cuda: its CPU side) are held to
+    this host's cores: ONNX Runtime builds a pool of as many threads as asked and ran out of 16 GB at 99999."""
+    if device == "android":
+        return ANDROID_MAX_THREADS, f"the most a phone benchmark takes ({ANDROID_MAX_THREADS})"
+    cores = os.cpu_count() or 1
+    return cores, f"this host's {cores} CPU core{'s' if cores > 1 else ''}"
+
+
+def parse_threads(text: str | list[int] | tuple[int, ...], device: str = "cpu") -> list[int]:
+    """'1,2,4' -> [1, 2, 4]; refuses empty entries, zero, negatives, duplicates, junk, and more threads than the
+    device has (:func:`thread_limit`), with a clear message."""
     if isinstance(text, (list, tuple)):
         values = list(text)
     else:
+        entries = str(text).replace(" ", "").split(",")
+        if "" in entries and entries != [""]:
+            raise ValueError(f"--threads {text!r} has an empty entry; give comma-separated positive integers like "
+                             f"1,2,4")
         try:
-            values = [int(t) for t in str(text).replace(" ", "").split(",") if t]
+            values = [int(t) for t in entries if t]
         except ValueError:
             raise ValueError(f"--threads takes comma-separated positive integers like 1,2,4; got {text!r}") from None
     if not values or any(v < 1 for v in values) or len(set(values)) != len(values):
         raise ValueError(f"--threads takes distinct positive integers like 1,2,4; got {text!r}")
+    most, why = thread_limit(device)
+    if max(values) > most:
+        raise ValueError(f"--threads {max(values)} is more than {why}; give at most {most}")
     return values
+
+
+def check_budget(runs: int, warmup: int, e2e_runs: int | None = None) -> None:
+    """Refuse run counts that make no sense, before anything is loaded (one message shape for every option)."""
+    for option, value, least in (("--runs", runs, 1), ("--warmup", warmup, 0), ("--e2e-runs", e2e_runs, 0)):
+        if value is not None and value < least:
+            raise ValueError(f"{option} must be >= {least} (got {value})")
+
+
+def check_artifact_paths(artifacts: list[Path | str]) -> list[Path]:
+    """Every ``--artifact`` exists, is a file (or a folder artifact: a Core ML ``.mlpackage``) and has a runtime;
+    checked before anything is loaded or measured."""
+    paths = [Path(a) for a in artifacts]
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"artifact not found: {p}")
+        if p.is_dir() and artifact_kind(p) not in FOLDER_SUFFIXES:
+            raise ValueError(f"--artifact takes a file; {p} is a folder")
+        runner_class_for(p)  # unknown suffix
+    return paths
 
 
 def latency_stats(samples_ms) -> dict:
@@ -160,15 +202,11 @@ def bench_host(
     progress: bool = True,
 ) -> list[dict]:
     """Benchmark artifacts (and/or PyTorch .pt weights) on this host, interleaved; one record per artifact."""
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
+    check_budget(runs, warmup, e2e_runs)
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"host benchmark device must be auto, cpu or cuda, got {device!r}")
-    paths = [Path(a) for a in artifacts]
-    for p in paths:
-        if not p.exists():
-            raise FileNotFoundError(f"artifact not found: {p}")
-        runner_class_for(p)  # unknown suffix: fail before measuring anything
+    threads = parse_threads(threads, device)
+    paths = check_artifact_paths(artifacts)
     from egeunet_deploy.model.contract import resize_rgb
     from egeunet_deploy.model.imageio import read_rgb
 
@@ -262,6 +300,18 @@ def bench_host(
         if rec["device"] is None:
             rec["device"] = device if device != "auto" else "cpu"
     return records
+
+
+def check_measured(records: list[dict]) -> None:
+    """Raise when not one artifact could be measured: the reasons then belong in one error (exit status 2), not in a
+    table of ERROR rows with nothing on stderr."""
+    if not records or any(r["results"] for r in records):
+        return
+    reasons = [r["reason"] if str(r["reason"]).startswith(r["artifact"]) else f"{r['artifact']}: {r['reason']}"
+               for r in records]
+    if len(reasons) == 1:
+        raise ValueError(reasons[0])
+    raise ValueError(f"none of the {len(reasons)} artifacts could be benchmarked:\n  " + "\n  ".join(reasons))
 
 
 def accelerator_notes(paths: list[Path]) -> list[str]:

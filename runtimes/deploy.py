@@ -6,6 +6,9 @@ latency bench (1 and 2 threads, the PyTorch weights included for scale) -> ``OUT
 ``OUT/deploy.json``. With no arguments it uses the shipped weights and the bundled real ISIC sample (train: 64
 pairs for calibration, test: 32 pairs), so a first run takes minutes on a laptop. Each stage keeps going when one
 artifact fails and says so in the table; the exit status is non-zero if any export or drift check failed.
+Every check that takes a second (options, weights, tolerances, data, the output folders) runs before stage 1 and
+before OUT is created; a run then first removes the previous run's ``deploy.json`` and ``report.html``, so only a
+finished run has them.
 """
 
 from __future__ import annotations
@@ -46,21 +49,58 @@ def _export_ok(row: dict) -> bool:
     return row.get("status") == "ok" and bool(row.get("path"))
 
 
-def calibrate(data: Path, out: Path, progress: bool, quiet: bool = False) -> tuple[Path, str]:
-    """Build the int8 calibration set from DATA's train split (the bundled sample's when DATA has none)."""
-    from egeunet_deploy.calibration import build_calibration_set
+def calibrate(data: Path, out: Path, progress: bool, quiet: bool = False,
+              skip_bad: bool = False) -> tuple[Path, str, list[str]]:
+    """Build the int8 calibration set from DATA's train split (the bundled sample's when DATA has none).
+    Returns (set, where it came from, the files ``skip_bad`` passed over)."""
+    from egeunet_deploy.calibration import build_calibration_set, load_calibration_set
     from egeunet_deploy.model.bundled import SAMPLE_DATA
-    from egeunet_deploy.model.data import DataError, find_pairs
+    from egeunet_deploy.model.data import DataError, find_pairs, resolve_layout
 
     source = data
     try:
-        pairs, _ = find_pairs(data, "train")
+        resolve_layout(data, "train")
     except DataError:
         source = SAMPLE_DATA
-        pairs, _ = find_pairs(SAMPLE_DATA, "train")
         _say(f"{data} has no train split: calibrating on the bundled sample's train split instead", quiet)
-    calib = build_calibration_set(source, out, split="train", num=min(200, len(pairs)), progress=progress)
-    return Path(calib), str(source)
+    pairs, _ = find_pairs(source, "train", skip_bad=skip_bad)
+    calib = build_calibration_set(source, out, split="train", num=min(200, len(pairs)), progress=progress,
+                                  skip_bad=skip_bad)
+    skipped = load_calibration_set(calib)[1]["source"]["skipped"] if skip_bad else []
+    return Path(calib), str(source), skipped
+
+
+def check_arguments(weights: Path, out: Path, targets: list[str] | None, precisions: list[str] | None,
+                    threads: list[int] | None, runs: int | None, warmup: int | None) -> tuple[list[int], int, int]:
+    """Every argument check that takes a second, before minutes of calibrating and exporting and before ``out`` is
+    created. Returns (threads, runs, warmup) with the host's defaults filled in."""
+    from egeunet_deploy.export.api import plan
+    from egeunet_deploy.model.checkpoint import load_model
+
+    from .base import check_output_path
+    from .bench import check_budget, parse_threads
+
+    plan(targets, precisions)  # unknown target or precision, or a pair that exports nothing
+    d_runs, d_warmup = default_bench_budget()
+    runs, warmup = d_runs if runs is None else runs, d_warmup if warmup is None else warmup
+    check_budget(runs, warmup)
+    threads = parse_threads(default_threads() if threads is None else threads)
+    check_output_path(out, "--out", folder=True)
+    load_model(weights)  # a missing or damaged weights file fails now, not at the export stage
+    return threads, runs, warmup
+
+
+def default_threads() -> list[int]:
+    """1 and 2 threads for the latency table, as far as this host has cores."""
+    return [t for t in (1, 2) if t <= (os.cpu_count() or 1)]
+
+
+def clear_previous_verdict(out: Path) -> None:
+    """Remove a previous run's top-level ``deploy.json`` and ``report.html`` before this run writes anything: only
+    a finished run has them, so an interrupted re-run cannot leave an old PASSED beside new, partial stage folders.
+    (Simpler than swapping the whole folder: the stage folders are rewritten each run, drift's whole.)"""
+    for name in ("deploy.json", "report.html"):
+        (out / name).unlink(missing_ok=True)
 
 
 def deploy(
@@ -69,47 +109,54 @@ def deploy(
     out: Path | str = "deploy",
     split: str = "test",
     targets: list[str] | None = None,
-    threads: list[int] = (1, 2),
+    threads: list[int] | None = None,
     runs: int | None = None,
     warmup: int | None = None,
     tolerance: Path | str | None = None,
     progress: bool = True,
     quiet: bool = False,
     blame: bool = True,
+    precisions: list[str] | None = None,
+    skip_bad: bool = False,
 ) -> dict:
-    """Run the four stages into ``out``; ``progress`` draws bars, ``quiet`` silences the stage lines and tables."""
+    """Run the four stages into ``out``; ``progress`` draws bars, ``quiet`` silences the stage lines and tables.
+    ``threads`` defaults to 1 and 2 (as far as the host has cores); ``skip_bad`` passes over unpaired or unreadable
+    files of the calibration and drift splits, and the result lists them (``skipped_files``)."""
     from egeunet_deploy.export import export_all
     from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS, SAMPLE_DATA
     from egeunet_deploy.model.data import load_split
 
     from .bench import bench_host
     from .bench import summary_lines as bench_lines
-    from .drift import run_drift
+    from .drift import check_report_folder, load_tolerances, run_drift, skipped_lines
     from .drift import summary_lines as drift_lines
 
     t_start = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     data = Path(data) if data is not None else SAMPLE_DATA
     weights_path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"weights file not found: {weights_path}")
+    threads, runs, warmup = check_arguments(weights_path, out, targets, precisions, threads, runs, warmup)
+    load_tolerances(tolerance)
+    check_report_folder(out / "drift")
     if data == SAMPLE_DATA:
         _say(f"no --data: using the bundled ISIC 2017 sample ({SAMPLE_DATA})", quiet)
-    test_set = load_split(data, split, progress=progress)  # fail early on bad data, before minutes of exporting
+    # fail early on bad data, before minutes of exporting
+    test_set = load_split(data, split, skip_bad=skip_bad, progress=progress)
     if test_set.masks is None:
         raise ValueError(f"{data} [{split}] has no masks: the drift report needs ground truth")
+    out.mkdir(parents=True, exist_ok=True)
+    clear_previous_verdict(out)
     stages: dict[str, float] = {}
 
     t = time.perf_counter()
     _say("1/4 calibration set", quiet)
-    calib, calib_source = calibrate(data, out / "calibration.npz", progress, quiet)
+    calib, calib_source, calib_skipped = calibrate(data, out / "calibration.npz", progress, quiet, skip_bad)
     stages["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     _say("2/4 export every target this OS supports", quiet)
     results = export_all(weights=weights, out_dir=out / "artifacts", calib=calib, targets=targets or None,
-                         blame=blame, log=None if quiet else print)
+                         precisions=precisions or None, blame=blame, log=None if quiet else print)
     exports = [_result_row(r) for r in results]
     stages["export"] = time.perf_counter() - t
     artifacts = [Path(r["path"]) for r in exports if _export_ok(r)]
@@ -121,8 +168,6 @@ def deploy(
     stages["drift"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    d_runs, d_warmup = default_bench_budget()
-    runs, warmup = runs or d_runs, d_warmup if warmup is None else warmup
     runnable = [p for p in artifacts if not _skipped_in(drift, p)]
     _say(f"4/4 latency: {len(runnable)} artifact(s) + PyTorch, threads {list(threads)}, {runs} runs", quiet)
     bench = bench_host([*runnable, weights_path], threads=list(threads), runs=runs, warmup=warmup,
@@ -137,6 +182,8 @@ def deploy(
         "calibration": {"file": str(calib), "source": calib_source}, "exports": exports,
         "drift": _drift_digest(drift), "bench": bench, "table": summary_table(exports, drift, bench),
         "stages_s": stages, "total_s": time.perf_counter() - t_start,
+        "skipped_files": {"calibration": calib_skipped,
+                          "drift": [f"{s.path}: {s.reason}" for s in test_set.skipped]},
     }
     export_failed = [r for r in exports if r.get("status") == "failed"]  # "skipped": cannot build on this OS
     result["passed"] = not export_failed and bool(drift and drift["passed"])
@@ -146,6 +193,9 @@ def deploy(
         if drift:
             print("\n".join(drift_lines(drift)))
         print("\n".join(bench_lines(bench)))
+        for stage in ("calibration",) if drift else ("calibration", "drift"):  # drift's table lists its own
+            for line in skipped_lines(result["skipped_files"][stage]):
+                print(f"[deploy] {stage}: {line}")
         verdict = "PASSED" if result["passed"] else "FAILED"
         print(f"[deploy] {verdict} in {result['total_s']:.0f} s: {out / 'report.html'}")
     return result
@@ -224,6 +274,9 @@ def deploy_html(result: dict, drift: dict | None, bench_png: str) -> str:
     if warning:
         body.append(f"<p class='note'><b>{rep.esc(warning)}</b></p>")
     body += [rep.img(f"bench/{bench_png}", "latency"), rep.bench_table(result["bench"])]
+    calib_skipped = (result.get("skipped_files") or {}).get("calibration")
+    if calib_skipped:
+        body.append("<h2>Calibration</h2>" + rep.skipped_note(calib_skipped))
     if drift is not None:
         body += ["<h2>Accuracy drift</h2>", rep.drift_body(drift, prefix="drift/")]
     verdict = "PASSED" if result["passed"] else "FAILED"

@@ -6,13 +6,18 @@ reference runs once and is reused for every artifact. Per artifact the report ho
 bootstrap confidence interval of the paired difference, mask agreement with the reference (Dice, flipped pixels),
 probability differences, drift by lesion size, the worst images as overlays, and pass/fail against tolerances that
 are data (``tolerances.yaml``, overridable per format x precision). Any failure makes the command exit non-zero so
-it can gate CI. Artifacts whose runtime cannot run here (Core ML off macOS) are listed as skipped, with the reason.
+it can gate CI. Artifacts whose runtime cannot run here (Core ML off macOS) are listed as skipped, with the reason;
+a damaged artifact is an error row and the others still run. The report folder is built beside ``--out`` and swapped
+in whole at the end (:func:`write_drift_report`), so it never mixes two runs or holds half a report.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -22,9 +27,10 @@ import numpy as np
 import yaml
 
 from egeunet_deploy.model.contract import binarize
+from egeunet_deploy.model.interrupts import raise_if_interrupted
 from egeunet_deploy.model.metrics import SIZE_BINS, Confusion, dice, per_image_scores, size_strata
 
-from .base import RUNNERS, ArtifactError, RuntimeUnavailable, host_info, runner_class_for
+from .base import RUNNERS, ArtifactError, RuntimeUnavailable, check_output_path, host_info, runner_class_for
 
 TOLERANCE_FIELDS = ("delta_dsc_abs_max", "delta_miou_abs_max", "agreement_dsc_min", "prob_abs_max")
 N_WORST = 8
@@ -39,9 +45,12 @@ def default_tolerances() -> dict:
 
 
 def _validate_tolerances(tol: dict, source: str) -> None:
-    if not isinstance(tol, dict) or set(tol) - {"precision", "format"}:
-        extra = sorted(set(tol) - {"precision", "format"}) if isinstance(tol, dict) else type(tol).__name__
-        raise ValueError(f"{source}: top-level keys must be 'precision' and/or 'format', got {extra}")
+    if not isinstance(tol, dict):
+        raise ValueError(f"{source}: must be a mapping with 'precision' and/or 'format' keys, got a "
+                         f"{type(tol).__name__} ({repr(tol)[:60]})")
+    if set(tol) - {"precision", "format"}:
+        raise ValueError(f"{source}: top-level keys must be 'precision' and/or 'format', got "
+                         f"{sorted(set(tol) - {'precision', 'format'})}")
 
     def check_limits(limits, where: str) -> None:
         if not isinstance(limits, dict):
@@ -78,9 +87,11 @@ def load_tolerances(path: Path | str | None = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"tolerance file not found: {path}")
     try:
-        over = yaml.safe_load(path.read_text()) or {}  # YAML is a superset of JSON
+        over = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: not valid YAML/JSON ({e})") from None
+    if over is None:  # an empty file overrides nothing ([] or 0 do not pass as empty: they are refused below)
+        over = {}
     _validate_tolerances(over, str(path))
     return _merge(tol, over)
 
@@ -289,19 +300,31 @@ def run_drift(
     limit: int | None = None,
     progress: bool = True,
     loaded=None,
+    skip_bad: bool = False,
 ) -> dict:
-    """Run the reference and every artifact on one split; write drift.json, report.html and PNGs to ``out``.
+    """Run the reference and every artifact on one split; write drift.json, report.html and PNGs to ``out``
+    (replaced whole, see :func:`write_drift_report`).
 
-    ``loaded`` may pass an already decoded ``model.data.LoadedSet`` (``egeunet deploy`` reuses it).
+    ``loaded`` may pass an already decoded ``model.data.LoadedSet`` (``egeunet deploy`` reuses it). ``skip_bad``
+    passes over unpaired or unreadable files; the report lists them (``skipped_files``). Everything that can be
+    checked in a second (options, tolerances, artifacts, the report folder) is checked before any image is decoded.
     """
     from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS
     from egeunet_deploy.model.data import load_split
 
+    from .bench import parse_threads
     from .torch_runner import TorchRunner
 
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1 (got {limit})")
+    if threads is not None:
+        parse_threads([threads])  # more threads than cores: ONNX Runtime would allocate until memory runs out
     tol = load_tolerances(tolerance)
     paths = artifacts if isinstance(artifacts, list) else find_artifacts(artifacts)
-    data_set = loaded if loaded is not None else load_split(data, split, progress=progress, limit=limit)
+    if out is not None:
+        check_report_folder(Path(out), [*paths, data, *([weights] if weights else [])])
+    data_set = loaded if loaded is not None else load_split(data, split, skip_bad=skip_bad, progress=progress,
+                                                            limit=limit)
     if data_set.masks is None:
         raise ValueError(f"{data} [{split}] has no masks: drift needs ground truth")
     images, gt, names = data_set.images, data_set.masks, data_set.names
@@ -320,6 +343,7 @@ def run_drift(
                       "per_image": {"miou": float(ref.iou.mean()), "dsc": float(ref.dsc.mean())}},
         "strata_definition": {name: [lo, min(hi, 1.0)] for name, lo, hi in SIZE_BINS},
         "host": host_info(), "tolerances": tol, "artifacts": [],
+        "skipped_files": [f"{s.path}: {s.reason}" for s in data_set.skipped],
     }
     scored: dict[str, Scored] = {}
     it = paths
@@ -340,13 +364,56 @@ def run_drift(
     return report
 
 
+REPORT_MARKER = "drift.json"
+"""The file that makes a folder a drift report: :func:`write_drift_report` replaces such a folder whole."""
+
+
+def check_report_folder(out: Path, inputs: list[Path | str] = ()) -> None:
+    """``out`` must be new, empty, or a previous drift report, recognised by its ``drift.json``. The new report
+    replaces the folder whole (nothing of a previous report may survive, and anything else left in a folder with a
+    drift.json goes with it), so a folder without one, holding files the user put there or an export's artifacts,
+    would be deleted with the swap: refuse it instead, before any work. ``inputs`` (artifacts, data, weights) must
+    not lie inside ``out`` either, whatever else it holds."""
+    check_output_path(out, "--out", folder=True)
+    if not out.is_dir():
+        return
+    if any(out.iterdir()) and not (out / REPORT_MARKER).is_file():
+        raise ValueError(f"--out {out} is not empty and not a drift report (no {REPORT_MARKER} in it); the report "
+                         f"replaces its folder whole, so give a new or empty folder, or a previous report's")
+    inside = [str(p) for p in inputs if Path(p).resolve().is_relative_to(out.resolve())]
+    if inside:
+        raise ValueError(f"--out {out} holds inputs of this run ({', '.join(inside)}); the report replaces its folder "
+                         f"whole, so give another folder")
+
+
 def write_drift_report(report: dict, out: Path, data_set, ref: Scored, scored: dict[str, Scored]) -> None:
-    """drift.json, the figures and report.html, each written whole (temporary file, then rename)."""
+    """Build the whole report (figures, drift.json, report.html) in a temporary folder beside ``out`` and swap it in
+    at the end, as ``export/coreml.py`` swaps a package in. Why: written in place, Ctrl-C left new figures without
+    drift.json, and a second run left the first run's ``worst_*`` images beside the new report. Now ``out`` holds
+    the previous complete report until the swap, the new complete one after it, and an interrupted run leaves no
+    temporary folder behind."""
+    check_report_folder(out)
+    out = Path(os.path.abspath(out))  # a name to stage under, even for "."
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        staged = tmpdir / out.name
+        staged.mkdir()
+        _write_report_files(report, staged, data_set, ref, scored)
+        raise_if_interrupted()  # Ctrl-C swallowed by a library on the way: keep the previous report
+        if out.exists():
+            os.rename(out, tmpdir / "previous")
+        os.rename(staged, out)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _write_report_files(report: dict, out: Path, data_set, ref: Scored, scored: dict[str, Scored]) -> None:
+    """drift.json, the figures and report.html into ``out`` (names relative to it, so the folder can move)."""
     from egeunet_deploy.model.checkpoint import atomic_write_bytes
 
     from . import report as rep
 
-    out.mkdir(parents=True, exist_ok=True)
     figures = rep.drift_figures(report, out)
     for index, rec in enumerate(report["artifacts"]):
         art = scored.get(rec["name"])
@@ -377,4 +444,12 @@ def summary_lines(report: dict) -> list[str]:
                          f"{r['status'].upper()}")
         if r.get("reason"):
             lines.append(f"    {r['reason']}")
+    lines += skipped_lines(report.get("skipped_files"))
     return lines
+
+
+def skipped_lines(skipped: list[str] | None) -> list[str]:
+    """The files ``--skip-bad`` passed over, one per line (nothing when none was)."""
+    if not skipped:
+        return []
+    return [f"skipped {len(skipped)} unpaired or unreadable file(s) (--skip-bad):", *(f"  {s}" for s in skipped)]

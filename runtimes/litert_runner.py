@@ -26,18 +26,21 @@ def _load_gpu_delegate():
 
     from ai_edge_litert.interpreter import load_delegate
 
-    candidates = [os.environ[GPU_DELEGATE_ENV]] if os.environ.get(GPU_DELEGATE_ENV) else list(GPU_DELEGATE_LIBS)
+    chosen = os.environ.get(GPU_DELEGATE_ENV)
+    candidates = [chosen] if chosen else list(GPU_DELEGATE_LIBS)
     errors = []
     for lib in candidates:
         try:
             ctypes.CDLL(lib)  # probe first: load_delegate on a missing library leaves a noisy half-built object
-        except OSError:
-            errors.append(f"{lib} not found")
+        except OSError as e:  # the loader's own words: "cannot open shared object file", "invalid ELF header", ...
+            errors.append(f"{lib} not found" if not Path(lib).exists() else f"{lib}: {str(e).split(': ')[-1]}")
             continue
         try:
             return lib, load_delegate(lib)
         except (OSError, ValueError, RuntimeError, AttributeError) as e:
             errors.append(f"{lib}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    if chosen:
+        raise RuntimeUnavailable(f"LiteRT GPU delegate from ${GPU_DELEGATE_ENV} cannot be loaded: {errors[0]}")
     raise RuntimeUnavailable("LiteRT GPU delegate not available on this platform (the ai-edge-litert wheel ships none "
                              f"for desktop Linux; set ${GPU_DELEGATE_ENV} to a built delegate library). Tried: "
                              + "; ".join(errors))

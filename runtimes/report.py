@@ -196,6 +196,7 @@ def drift_body(report: dict, prefix: str = "") -> str:
              f"<p>{s['passed']} passed, {s['failed']} failed, {s['error']} errors, {s['skipped']} skipped "
              f"(skipped: the runtime cannot execute here; the reason is given).</p>",
              drift_table(report)]
+    parts.append(skipped_note(report.get("skipped_files")))
     figs = report.get("figures", {})
     for key in ("summary", "ci", "strata"):
         parts.append(img(prefix + figs[key], key) if key in figs else "")
@@ -227,6 +228,14 @@ def drift_body(report: dict, prefix: str = "") -> str:
         parts.append(f"<h4>{esc(r['name'])} {status_badge(r['status'])}</h4><p class='note'>{esc(checks)}</p>")
         parts.append(img(prefix + r["overlay_png"], r["name"]) if r.get("overlay_png") else "")
     return "".join(parts)
+
+
+def skipped_note(skipped: list[str] | None) -> str:
+    """The files ``--skip-bad`` passed over, so a report never hides that it ran on fewer images than the split has."""
+    if not skipped:
+        return ""
+    items = "".join(f"<li><code>{esc(s)}</code></li>" for s in skipped)
+    return f"<p class='note'>Skipped {len(skipped)} unpaired or unreadable file(s) (--skip-bad):</p><ul>{items}</ul>"
 
 
 def drift_html(report: dict) -> str:

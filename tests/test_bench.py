@@ -4,6 +4,7 @@ plainly absent (or used when present), clear errors. Timings are not asserted (n
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,11 +27,24 @@ from egeunet_deploy.runtimes.bench import (
 
 
 def test_parse_threads():
-    assert parse_threads("1,2,4") == [1, 2, 4]
-    assert parse_threads(" 2 ") == [2]
-    for bad in ("0", "1,1", "a", "", "-2"):
+    assert parse_threads("1,2,4", "android") == [1, 2, 4]  # a phone: the host's cores do not limit it
+    assert parse_threads(" 1 ") == [1]
+    for bad in ("0", "1,1", "a", "", "-2", "1,,2", "1,", ",1"):
         with pytest.raises(ValueError, match="--threads"):
             parse_threads(bad)
+
+
+def test_thread_counts_are_held_to_the_device():
+    """More threads than the host has cores is refused (ONNX Runtime allocated until 16 GB ran out at 99999); on a
+    phone, whose cores the host cannot count, up to 64."""
+    cores = os.cpu_count()
+    assert parse_threads(str(cores)) == [cores]
+    for device in ("cpu", "cuda", "auto"):
+        with pytest.raises(ValueError, match=f"more than this host's {cores} CPU core"):
+            parse_threads(f"1,{cores + 1}", device)
+    assert parse_threads("64", "android") == [64]
+    with pytest.raises(ValueError, match="more than the most a phone benchmark takes"):
+        parse_threads("99999", "android")
 
 
 def test_latency_stats_order():
@@ -102,6 +116,54 @@ def test_cli_errors(onnx_fp32, tmp_path, capsys):
     assert main(["bench", "--artifact", str(onnx_fp32), "--use-gpu", "--no-progress"]) == 2
     assert "--device android" in capsys.readouterr().err
     assert main(["bench", "--artifact", str(onnx_fp32), "--threads", "0", "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--threads", "99999"], "CPU core"),
+    (["--threads", "1,,2"], "empty entry"),
+    (["--runs", "0"], "--runs must be >= 1"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--e2e-runs", "-2"], "--e2e-runs must be >= 0"),
+    (["--json", "{tmp}"], "a folder is in the way"),
+    (["--json", "{onnx}/bench.json"], "is a file, not a folder"),
+])
+def test_bad_options_fail_before_measuring(onnx_fp32, tmp_path, capsys, extra, message):
+    extra = [a.format(tmp=tmp_path, onnx=onnx_fp32) for a in extra]
+    rc = main(["bench", "--artifact", str(onnx_fp32), "--runs", "2", "--warmup", "0", "--e2e-runs", "1", *extra,
+               "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.err.startswith("error: ") and message in captured.err
+    assert "p50" not in captured.out  # nothing was measured
+
+
+def test_artifact_must_be_a_file_or_a_package(tmp_path, capsys):
+    from egeunet_deploy.runtimes.bench import check_artifact_paths
+
+    assert main(["bench", "--artifact", str(tmp_path), "--no-progress"]) == 2
+    assert f"error: --artifact takes a file; {tmp_path} is a folder" in capsys.readouterr().err
+    package = tmp_path / "egeunet_fp32.mlpackage"  # Core ML packages are folders: still taken
+    package.mkdir()
+    assert check_artifact_paths([package]) == [package]
+
+
+def test_nothing_loadable_is_an_error(onnx_fp32, tmp_path, capsys):
+    """When no artifact loads, the reasons go to stderr with exit status 2, not only into a table of ERROR rows;
+    when one of several fails, it is an ERROR row beside the others' figures (exit status 1)."""
+    truncated = tmp_path / "egeunet_fp32.onnx"
+    truncated.write_bytes(onnx_fp32.read_bytes()[:20000])
+    text = tmp_path / "model.onnx"
+    text.write_text("not a model\n")
+    base = ["bench", "--runs", "2", "--warmup", "0", "--e2e-runs", "1", "--no-progress"]
+    assert main([*base, "--artifact", str(truncated)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {truncated}: not a valid ONNX model (truncated or corrupt")
+    assert main([*base, "--artifact", str(truncated), "--artifact", str(text)]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 2 artifacts could be benchmarked" in err and str(text) in err
+    assert main([*base, "--artifact", str(onnx_fp32), "--artifact", str(truncated), "--plot",
+                 str(tmp_path / "bench.png")]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR: " in out and "not a valid ONNX model" in out
 
 
 def _spin(seconds: float) -> None:

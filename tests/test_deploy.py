@@ -6,6 +6,8 @@ timed in the runtimes note."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -13,10 +15,23 @@ from egeunet_deploy.main import main
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory, sample_dir):
+def damaged_sample(tmp_path_factory, sample_dir) -> tuple[Path, dict[str, Path]]:
+    """A copy of the bundled sample with one train and one test image cut short (real damaged JPEGs)."""
+    root = tmp_path_factory.mktemp("damaged_sample") / "data"
+    shutil.copytree(sample_dir, root, ignore=shutil.ignore_patterns("*.md", "*.csv"))
+    bad = {}
+    for split in ("train", "test"):
+        bad[split] = sorted((root / split / "images").iterdir())[3]
+        bad[split].write_bytes(bad[split].read_bytes()[:300])
+    return root, bad
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, damaged_sample):
+    """The whole pipeline once, on the sample with two damaged images passed over by --skip-bad."""
     out = tmp_path_factory.mktemp("deploy")
-    rc = main(["deploy", "--data", str(sample_dir), "--out", str(out), "--targets", "onnx", "--threads", "1",
-               "--runs", "3", "--warmup", "1", "--no-progress"])
+    rc = main(["deploy", "--data", str(damaged_sample[0]), "--out", str(out), "--targets", "onnx", "--threads", "1",
+               "--runs", "3", "--warmup", "1", "--skip-bad", "--no-progress"])
     return rc, out, json.loads((out / "deploy.json").read_text())
 
 
@@ -67,8 +82,63 @@ def test_int8_blame_ranking_is_in_the_drift_report(deployed):
     assert all(0.0 <= b["agreement"] <= 1.0 for b in blame)
 
 
-def test_bad_data_fails_before_exporting(tmp_path, capsys):
+def test_bad_data_fails_before_exporting(tmp_path, damaged_sample, capsys):
     out = tmp_path / "out"
     assert main(["deploy", "--data", str(tmp_path / "absent"), "--out", str(out), "--no-progress"]) == 2
     assert "data folder not found" in capsys.readouterr().err
-    assert not (out / "artifacts").exists()
+    assert main(["deploy", "--data", str(damaged_sample[0]), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert damaged_sample[1]["test"].name in err and "pass --skip-bad" in err
+    assert not out.exists()
+
+
+def test_skip_bad_lists_what_it_skipped(deployed, damaged_sample, capsys):
+    _, out, result = deployed
+    _, bad = damaged_sample
+    for stage, split in (("calibration", "train"), ("drift", "test")):
+        (line,) = result["skipped_files"][stage]
+        assert line.startswith(f"{bad[split]}: ")
+    drift = json.loads((out / "drift" / "drift.json").read_text())
+    assert drift["n_images"] == 31 and drift["skipped_files"] == result["skipped_files"]["drift"]
+    html = (out / "report.html").read_text()
+    assert bad["train"].name in html and bad["test"].name in html
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--runs", "-1"], "--runs must be >= 1"),
+    (["--runs", "0"], "--runs must be >= 1"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--threads", "99999"], "CPU core"),
+    (["--targets", "bogus"], "unknown export target 'bogus'"),
+    (["--targets", "onnx,,tflite"], "empty entry"),
+    (["--precisions", "fp8"], "fp8"),
+    (["--weights", "{corrupt}"], "not a readable PyTorch weights file"),
+    (["--tolerance", "{corrupt}"], "must be a mapping"),
+])
+def test_bad_arguments_fail_before_any_work(sample_dir, tmp_path, capsys, extra, message):
+    """Each of these failed only after minutes of calibrating and exporting (or, --runs 0, silently became 20)."""
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK not really a checkpoint")
+    out = tmp_path / "out"
+    extra = [a.format(corrupt=corrupt) for a in extra]
+    assert main(["deploy", "--data", str(sample_dir), "--out", str(out), "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not out.exists()
+
+
+def test_interrupted_rerun_leaves_no_old_verdict(deployed, sample_dir, tmp_path, monkeypatch):
+    """A re-run into a finished report's folder, interrupted at its first write, must not leave the previous run's
+    deploy.json/report.html (PASSED) beside its new, partial stage folders."""
+    from egeunet_deploy.model import interrupts
+    from egeunet_deploy.runtimes.deploy import deploy
+
+    previous = tmp_path / "d"
+    shutil.copytree(deployed[1], previous)
+    assert (previous / "deploy.json").is_file() and (previous / "report.html").is_file()
+    monkeypatch.setattr(interrupts, "_interrupted", True)  # Ctrl-C recorded (and swallowed) before the first write
+    with pytest.raises(KeyboardInterrupt):
+        deploy(data=sample_dir, out=previous, targets=["onnx"], precisions=["fp32"], threads=[1], runs=2,
+               progress=False, quiet=True)
+    assert not (previous / "deploy.json").exists() and not (previous / "report.html").exists()
+    assert (previous / "drift" / "drift.json").is_file()  # the stage reports are each whole (drift swaps its folder)

@@ -57,6 +57,8 @@ def artifacts(tmp_path_factory, exported) -> dict[str, Path]:
     wrong = "NHWC" if meta["input"]["layout"] == "NCHW" else "NCHW"
     mislabelled = rewrite_onnx(Path(good_onnx), folder / "egeunet_fp32_wronglayout.onnx",
                                meta_update={"input": {"layout": wrong}, "output": {"layout": wrong}})
+    for name, source in (("egeunet_fp32_truncated.onnx", good_onnx), ("egeunet_fp32_truncated.tflite", good_tflite)):
+        (folder / name).write_bytes(Path(source).read_bytes()[:20000])  # a copy cut short, as by a full disk
     return {"dir": folder, "onnx": Path(good_onnx), "tflite": Path(good_tflite), "perturbed": broken,
             "wronglayout": mislabelled}
 
@@ -94,6 +96,15 @@ def test_wrong_layout_is_refused(report):
     r = by_name(report[0], "egeunet_fp32_wronglayout.onnx")
     assert r["status"] == "error" and r["passed"] is False
     assert "contradicts its metadata" in r["reason"]
+
+
+@pytest.mark.parametrize("name, message", [("egeunet_fp32_truncated.onnx", "not a valid ONNX model"),
+                                           ("egeunet_fp32_truncated.tflite", "not a valid TFLite model")])
+def test_truncated_artifact_is_an_error_row_and_the_rest_run(report, name, message):
+    rep, _ = report
+    r = by_name(rep, name)
+    assert r["status"] == "error" and r["passed"] is False and message in r["reason"]
+    assert {by_name(rep, n)["status"] for n in ("egeunet_fp32.onnx", "egeunet_fp32.tflite")} == {"passed"}
 
 
 def test_report_schema_and_consistency(report, sample_test_set):
@@ -170,12 +181,117 @@ def test_tolerance_file_overrides_per_format(artifacts, sample_dir, tmp_path):
     ("thresholds: {}\n", "top-level keys"),
     ("precision:\n  fp32: {prob_abs_max: -1}\n", "non-negative"),
     ("precision: [1, 2\n", "not valid YAML"),
+    ("[]\n", "must be a mapping"),
+    ("0\n", "must be a mapping"),
 ])
 def test_bad_tolerance_files(tmp_path, text, message):
     f = tmp_path / "tol.yaml"
     f.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_tolerances(f)
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_limit_below_one_is_refused(artifacts, sample_dir, limit, capsys):
+    from egeunet_deploy.main import main
+
+    with pytest.raises(ValueError, match="--limit must be >= 1"):
+        run_drift([artifacts["onnx"]], sample_dir, limit=limit, progress=False)
+    assert main(["drift", "--artifacts", str(artifacts["onnx"]), "--data", str(sample_dir), "--limit", str(limit),
+                 "--no-progress"]) == 2
+    assert "error: --limit must be >= 1" in capsys.readouterr().err
+
+
+def report_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_report_folder_is_replaced_whole(artifacts, sample_dir, tmp_path):
+    """A second run into the same --out leaves nothing of the first (its worst_* images named after other
+    artifacts), and no temporary folder beside it."""
+    out = tmp_path / "r"
+    run_drift([artifacts["onnx"]], sample_dir, limit=4, out=out, threads=1, progress=False)
+    assert any(n.startswith("worst_") and n.endswith("egeunet_fp32.onnx.png") for n in report_files(out))
+    run_drift([artifacts["tflite"]], sample_dir, limit=4, out=out, threads=1, progress=False)
+    names = set(report_files(out))
+    assert not [n for n in names if n.endswith(".onnx.png")]
+    assert {"drift.json", "report.html", "worst_00_egeunet_fp32.tflite.png"} <= names
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+def test_interrupted_run_keeps_the_previous_report(artifacts, sample_dir, tmp_path, monkeypatch):
+    """Ctrl-C while the report is being drawn (here: right after the first worst-image figure) leaves the previous
+    report exactly as it was, and no temporary folder."""
+    from egeunet_deploy.runtimes import report as rep
+
+    out = tmp_path / "r"
+    run_drift([artifacts["onnx"]], sample_dir, limit=4, out=out, threads=1, progress=False)
+    before = report_files(out)
+    draw = rep.worst_overlays
+
+    def draw_then_ctrl_c(*args, **kwargs):
+        draw(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rep, "worst_overlays", draw_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_drift([artifacts["tflite"]], sample_dir, limit=4, out=out, threads=1, progress=False)
+    assert report_files(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+def test_out_holding_other_files_is_refused_before_any_work(artifacts, sample_dir, tmp_path):
+    """The report replaces its folder whole, so a folder that is not a previous report (no drift.json) is refused,
+    and nothing in it is touched."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a drift report"):
+        run_drift([artifacts["onnx"]], tmp_path / "no data here", out=mine, progress=False)  # data never read
+    assert report_files(mine) == {"notes.txt": b"keep me"}
+    with pytest.raises(ValueError, match="a file is in the way"):
+        run_drift([artifacts["onnx"]], sample_dir, out=mine / "notes.txt", progress=False)
+    old_style = tmp_path / "old_style"  # a report written into the artifacts' folder by an earlier version
+    old_style.mkdir()
+    (old_style / "drift.json").write_text("{}")
+    artifact = Path(shutil.copy(artifacts["onnx"], old_style))
+    with pytest.raises(ValueError, match="holds inputs of this run"):
+        run_drift([artifact], sample_dir, out=old_style, progress=False)
+    assert artifact.is_file()
+
+
+@pytest.fixture()
+def data_with_a_truncated_image(sample_dir, tmp_path) -> tuple[Path, Path]:
+    """Six real test pairs of the sample, one image cut short (a real damaged JPEG, not a stand-in)."""
+    from egeunet_deploy.model.data import find_pairs
+
+    root = tmp_path / "data"
+    for sub in ("images", "masks"):
+        (root / "test" / sub).mkdir(parents=True)
+    pairs, _ = find_pairs(sample_dir, "test")
+    for pair in pairs[:6]:
+        shutil.copy(pair.image, root / "test" / "images")
+        shutil.copy(pair.mask, root / "test" / "masks")
+    bad = root / "test" / "images" / pairs[2].image.name
+    bad.write_bytes(bad.read_bytes()[:300])
+    return root, bad
+
+
+def test_skip_bad(artifacts, data_with_a_truncated_image, tmp_path, capsys):
+    from egeunet_deploy.main import main
+
+    data, bad = data_with_a_truncated_image
+    args = ["drift", "--artifacts", str(artifacts["onnx"]), "--data", str(data), "--threads", "1", "--no-progress",
+            "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert bad.name in err and "pass --skip-bad" in err
+    assert main([*args, "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 unpaired or unreadable file(s)" in out and str(bad) in out
+    report = json.loads((tmp_path / "r" / "drift.json").read_text())
+    assert report["n_images"] == 5 and len(report["skipped_files"]) == 1 and str(bad) in report["skipped_files"][0]
+    assert bad.name in (tmp_path / "r" / "report.html").read_text()
 
 
 def test_default_tolerances_match_the_issue():

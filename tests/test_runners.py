@@ -4,6 +4,7 @@ artifact's metadata, refuses artifacts that contradict it, and says plainly when
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -69,12 +70,28 @@ def test_doctor_cli_lists_every_backend(capsys):
     from egeunet_deploy.main import main
 
     assert main(["doctor", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    found = json.loads(capsys.readouterr().out)
+    rows = found["runtimes"]
     assert {r["backend"] for r in rows} == set(RUNNERS) == {"torch", "onnxruntime", "litert", "coreml"}
     torch_row = next(r for r in rows if r["backend"] == "torch")
     assert torch_row["accelerators"]["cuda"]["present"] == torch.cuda.is_available()
+    assert {c["target"]: c["available"] for c in found["converters"]} == {"onnx": True, "tflite": True,
+                                                                          "coreml": True}
     assert main(["doctor"]) == 0
-    assert "coreml" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "coreml" in out and "converters (egeunet export):" in out and "int8 needs darwin" in out
+
+
+def test_a_gpu_delegate_path_that_is_not_a_library_is_named(tmp_path, monkeypatch):
+    """$EGEUNET_TFLITE_GPU_DELEGATE set to a file that is not a library: say so, not "not found, set the variable"."""
+    fake = tmp_path / "libfake_gpu_delegate.so"
+    fake.write_text("not a shared library\n")
+    monkeypatch.setenv("EGEUNET_TFLITE_GPU_DELEGATE", str(fake))
+    present, detail = LiteRTRunner.accelerators()["gpu"]
+    assert not present and f"cannot be loaded: {fake}: " in detail
+    assert "not found" not in detail and "set $" not in detail
+    monkeypatch.setenv("EGEUNET_TFLITE_GPU_DELEGATE", str(tmp_path / "absent.so"))
+    assert f"{tmp_path / 'absent.so'} not found" in LiteRTRunner.accelerators()["gpu"][1]
 
 
 def test_suffix_registry(tmp_path):
@@ -151,6 +168,33 @@ def test_metadata_that_contradicts_the_graph_is_refused(onnx_fp32, tmp_path, upd
     bad = with_metadata(onnx_fp32, tmp_path / "contradicts.onnx", update)
     with pytest.raises(ArtifactError, match=message):
         runner_for(bad)
+
+
+@pytest.mark.parametrize("name, cut, message", [
+    ("truncated.onnx", lambda b: b[:20000], "not a valid ONNX model (truncated or corrupt"),
+    ("empty.onnx", lambda b: b"", "not a valid ONNX model (empty"),
+    ("truncated.tflite", lambda b: b[:20000], "not a valid TFLite model (truncated or corrupt"),
+    ("cut_metadata.tflite", lambda b: b[:-30], "not a complete TFLite model"),
+    ("text.tflite", lambda b: b"just some text, renamed\n", "not a TFLite model (no 'TFL3'"),
+])
+def test_damaged_files_are_called_damaged(onnx_fp32, tflite_fp32, tmp_path, name, cut, message):
+    """A truncated or foreign file is said to be one, not "a model without our metadata" (nor a protobuf traceback)."""
+    source = onnx_fp32 if name.endswith(".onnx") else tflite_fp32
+    bad = tmp_path / name
+    bad.write_bytes(cut(source.read_bytes()))
+    with pytest.raises(ArtifactError, match=re.escape(message)) as e:
+        runner_for(bad)
+    assert "only artifacts exported by egeunet-deploy" not in str(e.value) and str(bad) in str(e.value)
+
+
+def test_complete_tflite_without_metadata_is_not_called_damaged(tflite_fp32, tmp_path):
+    """The damage checks must not misfire: the flatbuffer alone (our zip cut off whole) is a valid model exported
+    elsewhere, and is refused for its missing metadata."""
+    data = tflite_fp32.read_bytes()
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(data[: data.rfind(b"PK\x03\x04")])
+    with pytest.raises(ArtifactError, match="no egeunet_deploy.json associated file.*only artifacts exported"):
+        runner_for(bare)
 
 
 def test_bad_images_are_rejected(onnx_fp32, images):
