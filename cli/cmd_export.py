@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .args import path_arg
+from .args import comma_names, path_arg
 
 DEFAULT_OUT = Path("out/export")
 
@@ -70,8 +70,8 @@ def cmd_export(args) -> int:
         return 0
     if args.target is None:
         raise ValueError("export needs --target onnx, tflite, coreml or all (see --list)")
-    targets = _names(args.target, "--target")
-    precisions = _names(args.precision, "--precision") if args.precision is not None else None
+    targets = comma_names(args.target, "--target")
+    precisions = comma_names(args.precision, "--precision")
     if args.blame_split is not None and args.blame_data is None:
         raise ValueError("--blame-split applies to --blame-data; without --blame-data the blame ranking uses the "
                          "bundled sample's test pairs")
@@ -98,14 +98,6 @@ def cmd_export(args) -> int:
     sha, size = artifact_digest(path)
     print(f"wrote {path} ({size / 1024:.1f} KB, sha256 {sha[:12]}...); manifest: {path.parent / 'manifest.json'}")
     return 0
-
-
-def _names(text: str, option: str) -> list[str]:
-    """A comma-separated option as names; an empty entry ('' or 'onnx,,tflite') is an error, not skipped."""
-    names = [n.strip() for n in text.split(",")]
-    if not all(names):
-        raise ValueError(f"{option} {text!r} has an empty name; give names separated by commas")
-    return names
 
 
 def cmd_calibrate(args) -> int:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .args import path_arg
+from .args import comma_names, path_arg
 
 
 def register(sub) -> None:
@@ -177,19 +177,10 @@ def cmd_deploy(args) -> int:
     from egeunet_deploy.runtimes.deploy import deploy
 
     result = deploy(weights=args.weights, data=args.data, out=args.out, split=args.split,
-                    targets=_names(args.targets, "--targets"), precisions=_names(args.precisions, "--precisions"),
+                    targets=comma_names(args.targets, "--targets"),
+                    precisions=comma_names(args.precisions, "--precisions"),
                     threads=parse_threads(args.threads) if args.threads is not None else None, runs=args.runs,
                     warmup=args.warmup, tolerance=args.tolerance, progress=not args.no_progress,
                     blame=not args.no_blame, skip_bad=args.skip_bad)
     return 0 if result["passed"] else 1
 
-
-def _names(text: str | None, option: str) -> list[str] | None:
-    """'onnx,tflite' -> ['onnx', 'tflite']; None when the option was not given. An empty entry ('onnx,,tflite',
-    '') is refused rather than dropped: it is a typo, and dropping it could turn the list into 'everything'."""
-    if text is None:
-        return None
-    names = [t.strip() for t in text.split(",")]
-    if "" in names:
-        raise ValueError(f"{option} {text!r} has an empty entry; give comma-separated names like onnx,tflite")
-    return names

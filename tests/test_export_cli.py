@@ -67,9 +67,9 @@ def test_cli_export_onnx(tmp_path, capsys):
     (["--target", "tflite", "--dynamic-batch"], "does not support --dynamic-batch"),
     (["--target", "all", "--raw"], "apply to one artifact"),
     ([], "export needs --target"),
-    (["--target", ""], "--target '' has an empty name"),
-    (["--target", "onnx,,tflite"], "has an empty name"),
-    (["--target", "onnx", "--precision", ""], "--precision '' has an empty name"),
+    (["--target", ""], "--target '' has an empty entry"),
+    (["--target", "onnx,,tflite"], "has an empty entry"),
+    (["--target", "onnx", "--precision", ""], "--precision '' has an empty entry"),
     (["--target", "onnx", "--calib", "c.npz"], "--calib is used by int8 only"),
     (["--target", "onnx", "--precision", "int8", "--blame-split", "test"], "--blame-split applies to --blame-data"),
 ])
