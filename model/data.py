@@ -68,6 +68,7 @@ def _is_image(p: Path) -> bool:
 
 
 def split_matches(folder_name: str, split: str) -> bool:
+    """Whether a folder's name names ``split`` as a whole word or alias ("ISIC-2017_Test_v2_Data" is test)."""
     words = re.split(r"[^a-z]+", folder_name.lower())
     return any(alias in words for alias in SPLIT_ALIASES.get(split, (split,)))
 
