@@ -16,9 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +24,8 @@ import numpy as np
 import torch
 
 from egeunet_deploy.calibration.coreml_quant import activation_quant_available
+from egeunet_deploy.model.checkpoint import atomic_replace_folder
 from egeunet_deploy.model.ege_unet import EGEUNet
-from egeunet_deploy.model.interrupts import raise_if_interrupted
 
 from .api import ExportError, ExportUnavailable
 from .metadata import METADATA_KEY, set_coreml_metadata
@@ -152,22 +149,9 @@ def export_coreml(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
                       "compute_precision": "float32" if precision == "fp32" else "float16",
                       "minimum_deployment_target": DEPLOYMENT_TARGET[precision]}
     set_coreml_metadata(mlmodel, meta)
-    _atomic_package(path, lambda tmp: mlmodel.save(str(tmp)), lambda tmp: check_package(tmp, spec, meta))
 
+    def save_and_check(staged: Path) -> None:
+        mlmodel.save(str(staged))
+        check_package(staged, spec, meta)
 
-def _atomic_package(path: Path, save: Callable[[Path], None], check: Callable[[Path], None]) -> None:
-    """Write a folder artifact beside its final name, check it, then swap it in: the final path only ever holds a
-    complete package (the previous one until the swap)."""
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        staged = tmpdir / path.name
-        save(staged)
-        check(staged)
-        raise_if_interrupted()  # coremltools can swallow Ctrl-C (bare excepts): never commit after one
-        old = None
-        if path.exists():
-            old = tmpdir / "previous"
-            os.rename(path, old)
-        os.rename(staged, path)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    atomic_replace_folder(path, save_and_check)  # also refuses to commit after a Ctrl-C coremltools swallowed

@@ -11,7 +11,9 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -52,6 +54,27 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         if isinstance(e, OSError) and e.errno is not None:
             raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
+
+
+def atomic_replace_folder(path: Path | str, fill: Callable[[Path], None]) -> None:
+    """Build a folder through ``fill(staged)`` beside ``path`` (``staged`` does not exist yet), then swap it in whole:
+    ``path`` holds the previous complete folder until the swap and the new complete one after it, never a mix.
+
+    For folder outputs (a Core ML package, a drift report). An error or Ctrl-C in ``fill``, or a Ctrl-C a library
+    swallowed on the way, leaves the previous folder as it was and no temporary folder behind.
+    """
+    path = Path(os.path.abspath(path))  # a name to stage under, even for "."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        staged = tmpdir / path.name
+        fill(staged)
+        raise_if_interrupted()
+        if path.exists():
+            os.rename(path, tmpdir / "previous")
+        os.rename(staged, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def current_umask() -> int:

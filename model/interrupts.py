@@ -3,7 +3,7 @@
 Why: a library can swallow the KeyboardInterrupt (coremltools wraps its optional imports in a bare ``except:``; a
 garbage-collector callback of the TFLite converter reports it as "Exception ignored"), and an export then ran to the
 end and wrote its artifact after the user had asked it to stop. The CLI installs :func:`remember_interrupts`; every
-atomic write (``checkpoint.atomic_write_bytes``, the Core ML package swap, ``split``) calls
+atomic write (``checkpoint.atomic_write_bytes`` and ``atomic_replace_folder``, ``split``) calls
 :func:`raise_if_interrupted` just before its rename. Kept free of torch so the CLI can install it before any heavy
 import.
 """

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -27,7 +24,6 @@ import numpy as np
 import yaml
 
 from egeunet_deploy.model.contract import binarize
-from egeunet_deploy.model.interrupts import raise_if_interrupted
 from egeunet_deploy.model.metrics import SIZE_BINS, Confusion, dice, per_image_scores, size_strata
 
 from .base import RUNNERS, ArtifactError, RuntimeUnavailable, check_output_path, host_info, runner_class_for
@@ -388,24 +384,19 @@ def check_report_folder(out: Path, inputs: list[Path | str] = ()) -> None:
 
 def write_drift_report(report: dict, out: Path, data_set, ref: Scored, scored: dict[str, Scored]) -> None:
     """Build the whole report (figures, drift.json, report.html) in a temporary folder beside ``out`` and swap it in
-    at the end, as ``export/coreml.py`` swaps a package in. Why: written in place, Ctrl-C left new figures without
+    at the end (``checkpoint.atomic_replace_folder``). Why: written in place, Ctrl-C left new figures without
     drift.json, and a second run left the first run's ``worst_*`` images beside the new report. Now ``out`` holds
     the previous complete report until the swap, the new complete one after it, and an interrupted run leaves no
     temporary folder behind."""
+    from egeunet_deploy.model.checkpoint import atomic_replace_folder
+
     check_report_folder(out)
-    out = Path(os.path.abspath(out))  # a name to stage under, even for "."
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        staged = tmpdir / out.name
+
+    def fill(staged: Path) -> None:
         staged.mkdir()
         _write_report_files(report, staged, data_set, ref, scored)
-        raise_if_interrupted()  # Ctrl-C swallowed by a library on the way: keep the previous report
-        if out.exists():
-            os.rename(out, tmpdir / "previous")
-        os.rename(staged, out)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+
+    atomic_replace_folder(out, fill)
 
 
 def _write_report_files(report: dict, out: Path, data_set, ref: Scored, scored: dict[str, Scored]) -> None:
