@@ -208,16 +208,16 @@ class _Interrupt:
         return False
 
 
-def init_provenance(path: Path | str) -> dict:
+def init_provenance(path: Path | str, checkpoint: dict | None = None) -> dict:
     """What a fine-tune starts from: the file, its sha256 and epoch, and the recipe of the run that made it.
 
     Recorded once, when the fine-tune starts, and kept in its ``last.pt`` across resumes: the parent run may train on
     (or replace its ``best.pt``) before the fine-tune is shipped, so reading the parent at ship time could describe
     other weights. The recipe comes from the file itself (a ``last.pt``), from the ``last.pt`` beside it (a
-    ``best.pt``) or from the training record of shipped weights.
+    ``best.pt``) or from the training record of shipped weights. ``checkpoint``: the file already read, if it was.
     """
     path = Path(path)
-    init = read_checkpoint(path)
+    init = checkpoint if checkpoint is not None else read_checkpoint(path)
     shown = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
     record = {"file": shown, "sha256": sha256_file(path), "epoch": init.get("epoch")}
     parent_last = path.parent / "last.pt"
@@ -293,8 +293,9 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
     net = create_model(cfg.model)
     started_from = None  # a fine-tune's starting point, recorded now (init_provenance); a resume reads it back
     if cfg.init_weights and state is None:
-        started_from = init_provenance(cfg.init_weights)
-        load_state_strict(net, read_checkpoint(cfg.init_weights)["state_dict"], cfg.init_weights)
+        init = read_checkpoint(cfg.init_weights)
+        started_from = init_provenance(cfg.init_weights, init)
+        load_state_strict(net, init["state_dict"], cfg.init_weights)
         log(f"starting from the weights in {cfg.init_weights}")
     net = net.to(device)
     if cfg.channels_last:
