@@ -21,7 +21,16 @@ Files (regenerating on the same weights writes the same bytes, except the zip en
   the constant case, which only checks preprocessing: probability maps are the bulk of the bytes);
 - ``<case>.mask.png`` / ``<case>.native_mask.png``: the binary mask (0 or 255) at model and at native size;
 - ``metadata_sample.tflite``: ``export.metadata.append_tflite_metadata`` of a stand-in flatbuffer and the metadata
-  record a deployment TFLite export carries, so the app's metadata reader is tested on the real byte layout.
+  record a deployment TFLite export carries, so the app's metadata reader is tested on the real byte layout;
+- ``size_policy`` (manifest only): the app's photo-size policy (``android_demo/core`` ``PhotoSize.kt``, mirrored
+  in :func:`size_plan`) on photo sizes from 1x1 to 100,000 px on a side: ``inSampleSize``, decoded and display size;
+- ``large_*``: a photo larger than 8,000 px on a side (a real case's native pixels repeated ``LARGE_REPEAT`` times
+  per axis, 8448x6336), taken through the app's path: decoded subsampled by the policy (every s-th pixel from s/2,
+  as Android's sampled PNG decoding keeps them; generated from the source case's native PNG on both sides, so no
+  big file is committed), its model input, PyTorch's probabilities, the mask at display size, area and overlay;
+  plus ``reference``: how that compares with the full-resolution contract (`egeunet predict`'s masks);
+- ``alpha.rgba.png``: RGBA pixels (every alpha 0..255 over several colours) and the sha256 of their composite
+  over the neutral grey ``ALPHA_BACKGROUND``, as the Python reader and the app both flatten transparency.
 """
 
 from __future__ import annotations
@@ -50,6 +59,16 @@ SHRINK_SIZE = (640, 480)  # (width, height): both axes shrink to 256, so the ant
 MIXED_SIZE = (320, 160)  # x shrinks 320 -> 256 while y enlarges 160 -> 256; the probabilities go the other way
 CONSTANT_SIZE = (300, 200)
 CONSTANT_RGB = (137, 137, 137)  # grey: min == max over all channels, so the contract yields zeros, not NaN
+# The app's photo-size policy (android_demo/core/src/main/kotlin/org/egeunet/core/PhotoSize.kt): same numbers.
+MAX_DISPLAY_SIDE = 2048
+MAX_DECODE_PIXELS = 8 * 1024 * 1024
+POLICY_PHOTOS = [(1, 1), (100, 80), (256, 256), (255, 4000), (257, 300), (640, 480), (1024, 768), (2048, 1536),
+                 (2049, 1537), (3000, 4000), (4032, 3024), (4096, 4096), (4097, 3000), (8000, 6000), (8160, 6120),
+                 (8448, 6336), (9000, 9000), (12000, 9000), (16000, 500), (300, 20000), (30000, 30000),
+                 (100000, 300), (100000, 100000)]
+LARGE_REPEAT = 33  # 256x192 native pixels -> an 8448x6336 photo
+ALPHA_BACKGROUND = (128, 128, 128)  # transparent pixels are composited on this neutral grey (model/imageio.py too)
+ALPHA_FILE = "alpha.rgba.png"
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,61 @@ def _rel(path: Path) -> str:
         return path.name
 
 
+def sampled_size(width: int, height: int, s: int) -> tuple[int, int]:
+    """What a decoder returns at ``inSampleSize`` s: each side // s, at least 1 (Skia's sampled decoding)."""
+    return max(1, width // s), max(1, height // s)
+
+
+def sample_size(width: int, height: int, model_wh: tuple[int, int] = (CONTRACT.input_width, CONTRACT.input_height),
+                max_display: int = MAX_DISPLAY_SIDE, max_pixels: int = MAX_DECODE_PIXELS) -> int:
+    """The app's ``inSampleSize``: the smallest power of two bringing the longer side to ``max_display`` or below,
+    halved while an axis would fall below the model input it had, doubled while above ``max_pixels``."""
+    s = 1
+    while max(sampled_size(width, height, s)) > max_display:
+        s *= 2
+
+    def keeps_model_input(s: int) -> bool:
+        w, h = sampled_size(width, height, s)
+        return (width < model_wh[0] or w >= model_wh[0]) and (height < model_wh[1] or h >= model_wh[1])
+
+    while s > 1 and not keeps_model_input(s):
+        s //= 2
+    while sampled_size(width, height, s)[0] * sampled_size(width, height, s)[1] > max_pixels:
+        s *= 2
+    return s
+
+
+def display_size(width: int, height: int, max_display: int = MAX_DISPLAY_SIDE) -> tuple[int, int]:
+    """The size the app shows a decoded image at: its own when it fits ``max_display``, else scaled to fit
+    (the longer side becomes ``max_display``, the other rounds half up, at least 1)."""
+    long = max(width, height)
+    if long <= max_display:
+        return width, height
+
+    def scaled(side: int) -> int:
+        return max(1, (side * max_display + long // 2) // long)
+
+    return (max_display, scaled(height)) if width >= height else (scaled(width), max_display)
+
+
+def size_plan(width: int, height: int) -> dict:
+    """The policy's whole plan for a photo of (upright) size width x height."""
+    s = sample_size(width, height)
+    decoded = sampled_size(width, height, s)
+    return {"photo": [width, height], "sample_size": s, "decoded": list(decoded),
+            "display": list(display_size(*decoded))}
+
+
+def point_sample(native: np.ndarray, repeat: int, s: int) -> np.ndarray:
+    """The app's decode at ``inSampleSize`` s of ``native`` enlarged ``repeat`` times per axis by pixel repetition:
+    pixels s/2, s/2 + s, ... on each axis (what Skia's sampled PNG decoding keeps), without building the full photo."""
+    h, w = native.shape[:2]
+    dw, dh = sampled_size(w * repeat, h * repeat, s)
+    xs = np.minimum(s // 2 + s * np.arange(dw), w * repeat - 1) // repeat
+    ys = np.minimum(s // 2 + s * np.arange(dh), h * repeat - 1) // repeat
+    return np.ascontiguousarray(native[ys][:, xs])
+
+
 def metadata_sample() -> dict:
     """The metadata record of a deployment TFLite export (uint8 NHWC in, probability out), made deterministic."""
     from .wrappers import INPUT_NAME, OUTPUT_NAME
@@ -161,6 +235,92 @@ def compute_case(case: GoldenInput, net, with_float: bool) -> tuple[dict, dict[s
     return entry, {name: data for _, name, _, data in parts}
 
 
+def compute_large(source: dict, native: np.ndarray, net) -> tuple[dict, dict[str, bytes]]:
+    """The app's path for a photo larger than 8,000 px on a side (``native`` repeated ``LARGE_REPEAT`` times per
+    axis), and how it compares with the full-resolution contract that ``egeunet predict`` follows."""
+    from ..model.evaluate import predict_probs, upsample_prob
+    from ..model.predict import overlay
+    from ..model.threads import single_thread
+
+    h, w = native.shape[:2]
+    pw, ph = w * LARGE_REPEAT, h * LARGE_REPEAT
+    plan = size_plan(pw, ph)
+    s = plan["sample_size"]
+    decoded = point_sample(native, LARGE_REPEAT, s)
+    dw, dh = plan["decoded"]
+    assert decoded.shape == (dh, dw, 3)
+    model_in = resize_rgb(Image.fromarray(decoded))
+    with single_thread():
+        prob = predict_probs(net, model_in[None].copy())[0].astype("<f4")
+    disp_w, disp_h = plan["display"]
+    shown = decoded if (disp_w, disp_h) == (dw, dh) else \
+        np.asarray(Image.fromarray(decoded).resize((disp_w, disp_h), Image.Resampling.BILINEAR))
+    display_mask = binarize(upsample_prob(prob, (disp_h, disp_w)))
+    n = f"large_{pw}x{ph}"
+    parts = [("input", f"{n}.input.png", model_in, _png(model_in)),
+             ("prob", f"{n}.prob_f32.gz", prob, _gz(prob.tobytes())),
+             ("display_mask", f"{n}.display_mask.png", display_mask, _png(display_mask * 255))]
+    lesion = int(display_mask.sum())
+    entry = {"name": n, "kind": f"synthetic: {source['name']} native pixels repeated {LARGE_REPEAT}x per axis",
+             "source_case": source["name"], "repeat": LARGE_REPEAT, **plan,
+             "decoded_sha256": sha256(decoded.tobytes()),
+             "display_lesion_pixels": lesion, "display_lesion_percent": 100.0 * lesion / display_mask.size,
+             "overlay_sha256": sha256(overlay(shown, display_mask).tobytes()),
+             "reference": large_reference(native, model_in, display_mask, net),
+             "files": {key: {"file": name, "sha256": sha256(np.ascontiguousarray(arr).tobytes())}
+                       for key, name, arr, _ in parts}}
+    return entry, {name: data for _, name, _, data in parts}
+
+
+def large_reference(native: np.ndarray, app_input: np.ndarray, display_mask: np.ndarray, net) -> dict:
+    """The full-resolution contract on the large photo (what `egeunet predict` computes: model input resized from
+    every pixel, mask at full size) against the app's subsampled path: input and mask differences, lesion share."""
+    from ..model.evaluate import predict_probs, upsample_prob
+    from ..model.threads import single_thread
+
+    full = np.repeat(np.repeat(native, LARGE_REPEAT, axis=0), LARGE_REPEAT, axis=1)
+    ref_in = resize_rgb(Image.fromarray(full))
+    del full
+    with single_thread():
+        ref_prob = predict_probs(net, ref_in[None].copy())[0]
+    fh, fw = native.shape[0] * LARGE_REPEAT, native.shape[1] * LARGE_REPEAT
+    full_mask = binarize(upsample_prob(ref_prob, (fh, fw)))
+    dh, dw = display_mask.shape
+    # the full-resolution mask at each display pixel's centre
+    ys = ((np.arange(dh) + 0.5) * fh / dh).astype(np.int64)
+    xs = ((np.arange(dw) + 0.5) * fw / dw).astype(np.int64)
+    at_display = full_mask[ys][:, xs]
+    diff = np.abs(ref_in.astype(np.int16) - app_input.astype(np.int16))
+    return {"photo_lesion_percent": round(100.0 * float(full_mask.mean()), 4),
+            "display_lesion_percent": round(100.0 * float(display_mask.mean()), 4),
+            "mask_disagreement_percent": round(100.0 * float((at_display != display_mask).mean()), 4),
+            "input_max_abs_diff": int(diff.max()), "input_mean_abs_diff": round(float(diff.mean()), 4)}
+
+
+def alpha_sample() -> tuple[dict, bytes]:
+    """RGBA pixels over every alpha value and several colours, and the sha256 of their RGB over the grey
+    background: (manifest entry, PNG bytes)."""
+    rng = np.random.default_rng(0)
+    colours = [(0, 0, 0), (255, 255, 255), (255, 64, 32), (12, 200, 99), (128, 128, 128)]
+    rows = [np.concatenate([np.tile(np.array(c, np.uint8), (256, 1)), np.arange(256, dtype=np.uint8)[:, None]], 1)
+            for c in colours]
+    rows += [rng.integers(0, 256, (256, 4), dtype=np.uint8) for _ in range(3)]
+    rgba = np.stack(rows)
+    rgb = composite_on_grey(rgba)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG", optimize=True)
+    entry = {"file": ALPHA_FILE, "background": list(ALPHA_BACKGROUND), "rgba_sha256": sha256(rgba.tobytes()),
+             "rgb_sha256": sha256(rgb.tobytes())}
+    return entry, buf.getvalue()
+
+
+def composite_on_grey(rgba: np.ndarray) -> np.ndarray:
+    """RGBA uint8 (H, W, 4) -> RGB over the opaque ``ALPHA_BACKGROUND`` with PIL's ``alpha_composite``."""
+    im = Image.fromarray(rgba, "RGBA")
+    background = Image.new("RGBA", im.size, (*ALPHA_BACKGROUND, 255))
+    return np.asarray(Image.alpha_composite(background, im).convert("RGB"))
+
+
 def build_golden(weights: Path | str | None = None, num: int = 2,
                  progress: Callable[[str], None] | None = None) -> tuple[dict, dict[str, bytes]]:
     """(manifest, {file name: bytes}) for ``num`` real images plus the edge cases, nothing written yet."""
@@ -177,6 +337,12 @@ def build_golden(weights: Path | str | None = None, num: int = 2,
         cases.append(entry)
         files.update(case_files)
     files[METADATA_SAMPLE] = append_tflite_metadata(STANDIN_FLATBUFFER, metadata_sample())
+    source = cases[0]
+    if progress:
+        progress(f"large photo from {source['name']}")
+    large, large_files = compute_large(source, np.asarray(inputs[0].image, dtype=np.uint8), net)
+    files.update(large_files)
+    alpha, files[ALPHA_FILE] = alpha_sample()
     manifest = {
         "schema": GOLDEN_SCHEMA,
         "generator": "egeunet golden (egeunet_deploy.export.golden)",
@@ -191,6 +357,11 @@ def build_golden(weights: Path | str | None = None, num: int = 2,
         },
         "metadata_sample": {"file": METADATA_SAMPLE, "flatbuffer_bytes": len(STANDIN_FLATBUFFER)},
         "cases": cases,
+        "size_policy": {"model": [CONTRACT.input_width, CONTRACT.input_height], "max_display_side": MAX_DISPLAY_SIDE,
+                        "max_decode_pixels": MAX_DECODE_PIXELS,
+                        "plans": [size_plan(w, h) for w, h in POLICY_PHOTOS]},
+        "large_photo": large,
+        "alpha": alpha,
     }
     return manifest, files
 
@@ -216,7 +387,8 @@ def write_golden(out_dir: Path | str, weights: Path | str | None = None, num: in
 
 def _generated_files(out_dir: Path) -> set[str]:
     """Files in ``out_dir`` that an earlier ``write_golden`` produced (by their suffixes)."""
-    suffixes = (".native.png", ".input.png", ".mask.png", ".native_mask.png", ".prob_f32.gz", ".input_f32.gz")
+    suffixes = (".native.png", ".input.png", ".mask.png", ".native_mask.png", ".prob_f32.gz", ".input_f32.gz",
+                ".display_mask.png", ".rgba.png")
     return {f.name for f in out_dir.iterdir() if f.name.endswith(suffixes)}
 
 

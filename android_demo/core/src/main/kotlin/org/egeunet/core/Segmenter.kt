@@ -12,14 +12,22 @@ interface InferenceEngine : AutoCloseable {
     fun run(input: ModelInput): FloatArray
 }
 
-/** One segmented photo: masks at model and photo size, areas, and where the time went. */
+/**
+ * One segmented photo: masks at model and display size, areas, and where the time went. [image] is the photo at
+ * its display size ([PhotoSizePolicy.displaySize] of the decoded image), [photo] the size the photo has at full
+ * resolution (before the decoder's subsampling).
+ */
 class Segmentation(
     val image: RgbImage,
+    val photo: Size,
+    val decoded: Size,
     /** The tensor the model received (kept so the benchmark can re-run the same input). */
     val input: ModelInput,
     val probability: FloatArray,
     val modelMask: ByteArray,
+    /** The mask at [image]'s (display) size. */
     val mask: ByteArray,
+    /** Area of [mask]: its percentage is the photo's, its pixel count is at display size. */
     val area: LesionArea,
     val modelArea: LesionArea,
     val preprocessMs: Double,
@@ -27,17 +35,28 @@ class Segmentation(
     val postprocessMs: Double,
     val engine: String,
 ) {
-    /** The photo with the lesion tinted and outlined (computed on demand: it costs a full-size copy). */
+    val display: Size get() = Size(image.width, image.height)
+
+    /** The photo with the lesion tinted and outlined, at display size (a copy of [image]). */
     fun overlay(): RgbImage = Postprocess.overlay(image, mask)
 }
 
 /** Photo in, [Segmentation] out, following the model's contract; the clock is injected for tests. */
-class Segmenter(val metadata: ModelMetadata, private val nanoClock: () -> Long = System::nanoTime) {
+class Segmenter(
+    val metadata: ModelMetadata,
+    private val nanoClock: () -> Long = System::nanoTime,
+    val sizePolicy: PhotoSizePolicy = PhotoSizePolicy(metadata.inputWidth, metadata.inputHeight),
+) {
     private val preprocessor = Preprocessor(metadata)
 
     fun prepare(image: RgbImage): ModelInput = preprocessor.prepare(image)
 
-    fun segment(image: RgbImage, engine: InferenceEngine): Segmentation {
+    /**
+     * Segment [image], the photo as decoded (possibly subsampled by [PhotoSizePolicy.sampleSize] from a photo of
+     * size [photo]): the model gets the contract's resize of it, the mask and overlay are made at the policy's
+     * display size (the decoded size unless that exceeds [PhotoSizePolicy.maxDisplaySide]).
+     */
+    fun segment(image: RgbImage, engine: InferenceEngine, photo: Size = Size(image.width, image.height)): Segmentation {
         val t0 = nanoClock()
         val input = preprocessor.prepare(image)
         val t1 = nanoClock()
@@ -50,10 +69,15 @@ class Segmenter(val metadata: ModelMetadata, private val nanoClock: () -> Long =
         }
         val threshold = metadata.contract.threshold
         val modelMask = Postprocess.binarize(prob, threshold)
-        val mask = Postprocess.binarize(Postprocess.probabilityAt(prob, w, h, image.width, image.height), threshold)
+        val decoded = Size(image.width, image.height)
+        val display = sizePolicy.displaySize(decoded)
+        val shown = if (display == decoded) image else PilBilinear.resize(image, display.width, display.height)
+        val mask = Postprocess.binarize(Postprocess.probabilityAt(prob, w, h, display.width, display.height), threshold)
         val t3 = nanoClock()
         return Segmentation(
-            image = image,
+            image = shown,
+            photo = photo,
+            decoded = decoded,
             input = input,
             probability = prob,
             modelMask = modelMask,

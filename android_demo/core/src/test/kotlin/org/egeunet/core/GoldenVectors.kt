@@ -46,23 +46,46 @@ class GoldenCase(private val golden: GoldenVectors, val json: JsonObject) {
     /** sha256 of the decoded content recorded by Python for [key]. */
     fun sha(key: String) = files.obj(key).string("sha256")
 
-    fun rgb(key: String): RgbImage {
-        val img = ImageIO.read(file(key)) ?: error("cannot decode ${file(key)}")
+    fun rgb(key: String): RgbImage = GoldenCaseFiles.rgb(file(key))
+
+    /** A 0/255 mask PNG as 0/1 bytes. */
+    fun mask(key: String): ByteArray = GoldenCaseFiles.mask(file(key))
+
+    fun floats(key: String): FloatArray = GoldenCaseFiles.floats(file(key))
+}
+
+/** Readers of the golden file kinds (PNG images and masks, gzip'd little-endian float32). */
+object GoldenCaseFiles {
+    fun rgb(file: File): RgbImage {
+        val img = ImageIO.read(file) ?: error("cannot decode $file")
         val samples = img.raster.getPixels(0, 0, img.width, img.height, null as IntArray?)
-        check(samples.size == img.width * img.height * 3) { "${file(key)} is not 8-bit RGB" }
+        check(samples.size == img.width * img.height * 3) { "$file is not 8-bit RGB" }
         return RgbImage(img.width, img.height, ByteArray(samples.size) { samples[it].toByte() })
     }
 
+    /** An 8-bit RGBA PNG as non-premultiplied ARGB ints (what Android's `Bitmap.getPixels` returns). */
+    fun argb(file: File): Triple<Int, Int, IntArray> {
+        val img = ImageIO.read(file) ?: error("cannot decode $file")
+        val s = img.raster.getPixels(0, 0, img.width, img.height, null as IntArray?)
+        check(s.size == img.width * img.height * 4) { "$file is not 8-bit RGBA" }
+        val argb = IntArray(img.width * img.height) {
+            (s[it * 4 + 3] shl 24) or (s[it * 4] shl 16) or
+                (s[it * 4 + 1] shl 8) or
+                s[it * 4 + 2]
+        }
+        return Triple(img.width, img.height, argb)
+    }
+
     /** A 0/255 mask PNG as 0/1 bytes. */
-    fun mask(key: String): ByteArray {
-        val img = ImageIO.read(file(key)) ?: error("cannot decode ${file(key)}")
+    fun mask(file: File): ByteArray {
+        val img = ImageIO.read(file) ?: error("cannot decode $file")
         val samples = img.raster.getPixels(0, 0, img.width, img.height, null as IntArray?)
-        check(samples.size == img.width * img.height) { "${file(key)} is not a one-channel mask" }
+        check(samples.size == img.width * img.height) { "$file is not a one-channel mask" }
         return ByteArray(samples.size) { if (samples[it] != 0) 1 else 0 }
     }
 
-    fun floats(key: String): FloatArray {
-        val bytes = GZIPInputStream(file(key).inputStream()).use { it.readBytes() }
+    fun floats(file: File): FloatArray {
+        val bytes = GZIPInputStream(file.inputStream()).use { it.readBytes() }
         val buf = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer()
         return FloatArray(buf.remaining()).also { buf.get(it) }
     }
