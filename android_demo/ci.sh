@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Checks of the Android demo that run without Gradle, Maven, an Android SDK or a phone (see README.md, "CI"):
-#   1. the core has no Android/LiteRT references (it must run on a plain JVM);
+#   1. the core has no Android/LiteRT references (it must run on a plain JVM), and the Gradle scripts compile with the
+#      Kotlin version and JVM target this script uses (both from gradle/libs.versions.toml);
 #   2. ktlint is clean (Kotlin sources and Gradle scripts);
 #   3. aapt2 compiles the resources and links them with the manifest against framework-res.apk, and generates R;
 #   4. kotlinc compiles the core, its unit tests, and the Android layer against the stubs in stubs/ plus R (-Werror);
-#   5. the core's unit tests pass on the JVM (golden vectors from `egeunet golden`, stats, benchmark, contract).
+#   5. the core's unit tests pass on the JVM (golden vectors from `egeunet golden`, stats, benchmark, contract);
+#   6. the 16 KB page-alignment checker for built APKs (tools/check_16k.py) passes its self-test.
 # It installs what it needs (Debian: aapt, android-framework-res, junit4; npm: kotlin-compiler, ktlint) when missing,
 # into the system (apt) and a cache folder (npm): idempotent, quiet, and a no-op when everything is there.
 #
@@ -16,7 +18,11 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 CACHE="${EGEUNET_ANDROID_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/egeunet-android}"
 BUILD="${EGEUNET_ANDROID_BUILD:-$HERE/build/ci}"
-KOTLIN_VERSION=2.4.20
+# One Kotlin for CI and Gradle: kotlinc here is the version the Gradle build's Kotlin plugin uses, and the JVM target
+# is the one the build scripts set, both read from gradle/libs.versions.toml.
+toml_version() { sed -n "s/^$1 *= *\"\([^\"]*\)\".*/\1/p" gradle/libs.versions.toml | head -n 1; }
+KOTLIN_VERSION="$(toml_version kotlin)"
+JVM_TARGET="$(toml_version jvmTarget)"
 KTLINT_VERSION=1.16.1
 FRAMEWORK_RES=/usr/share/android-framework-res/framework-res.apk
 JUNIT_JARS=(/usr/share/java/junit4.jar /usr/share/java/hamcrest.jar)
@@ -24,6 +30,7 @@ START=$SECONDS
 
 say() { printf 'android_demo/ci.sh: %s\n' "$*"; }
 die() { say "FAILED: $*" >&2; exit 1; }
+[ -n "$KOTLIN_VERSION" ] && [ -n "$JVM_TARGET" ] || die "no kotlin or jvmTarget version in gradle/libs.versions.toml"
 
 # step KEY "what it checks" COMMAND...: run quietly into build/ci/logs/KEY.log, show the log only on failure.
 step() {
@@ -102,6 +109,21 @@ core_is_pure() {
 }
 step pure "core has no Android or LiteRT references" core_is_pure
 
+# The Gradle build must compile with what this script compiles with, on whatever JDK runs Gradle (Android Studio's
+# bundled one included): Kotlin from the catalog, the catalog's JVM target, no toolchain that needs a resolver.
+build_matches_ci() {
+    if grep -nE 'jvmToolchain|JavaLanguageVersion' app/build.gradle.kts core/build.gradle.kts; then
+        echo "a Java toolchain needs that exact JDK installed (or a resolver plugin); set the JVM target instead"
+        return 1
+    fi
+    for f in app/build.gradle.kts core/build.gradle.kts; do
+        grep -q 'libs.versions.jvmTarget' "$f" || { echo "$f does not take its JVM target from the catalog"; return 1; }
+    done
+    grep -qE '^kotlin-(android|jvm) = \{ id = "org.jetbrains.kotlin.(android|jvm)", version.ref = "kotlin" \}' \
+        gradle/libs.versions.toml || { echo "the Kotlin plugins do not use the catalog's kotlin version"; return 1; }
+}
+step build "Gradle scripts use Kotlin $KOTLIN_VERSION and JVM target $JVM_TARGET, as this script does" build_matches_ci
+
 # --- 2. ktlint ---------------------------------------------------------------------------------------------------
 
 step ktlint "ktlint" "$KTLINT" --relative "core/src/**/*.kt" "app/src/**/*.kt" "**/*.kts" "!**/build/**"
@@ -138,7 +160,7 @@ TEST_CP="$KLIB/kotlin-test.jar:$KLIB/kotlin-test-junit.jar:${JUNIT_JARS[0]}:${JU
 compile() {
     rm -rf "$BUILD/classes"
     # The Java stubs and R.java are read for symbols only; kotlinc does not compile them into the output.
-    JAVA_OPTS="${JAVA_OPTS:--Xmx1g -Xms256m -XX:TieredStopAtLevel=1}" "$KOTLINC" -Werror -jvm-target 17 \
+    JAVA_OPTS="${JAVA_OPTS:--Xmx1g -Xms256m -XX:TieredStopAtLevel=1}" "$KOTLINC" -Werror -jvm-target "$JVM_TARGET" \
         -cp "$TEST_CP" -d "$BUILD/classes" \
         core/src/main/kotlin core/src/test/kotlin app/src/main/kotlin stubs/java "$BUILD/aapt2/gen"
 }
@@ -154,5 +176,13 @@ unit_tests() {
     java -cp "$BUILD/classes:$KLIB/kotlin-stdlib.jar:$TEST_CP:core/src/test/resources" org.junit.runner.JUnitCore $classes
 }
 step junit "core unit tests on the JVM" unit_tests
+
+# --- 6. the 16 KB page checker for built APKs (README, "16 KB pages") ----------------------------------------------
+
+if command -v python3 >/dev/null; then
+    step check16k "tools/check_16k.py self-test (ELF PT_LOAD alignment, zip offsets)" python3 tools/check_16k.py --self-test
+else
+    say "skip tools/check_16k.py self-test: no python3"
+fi
 summary=$(grep -E '^OK \(' "$BUILD/logs/junit.log" || true)
 say "passed in $((SECONDS - START)) s: ${summary:-tests ok}; APK not assembled (no Gradle/Maven/LiteRT here, see README)"

@@ -1,3 +1,5 @@
+import org.jetbrains.kotlin.gradle.dsl.JvmTarget
+
 plugins {
     alias(libs.plugins.android.application)
     alias(libs.plugins.kotlin.android)
@@ -21,9 +23,10 @@ android {
         }
     }
 
+    // a JVM target, not a toolchain: compiles on whatever JDK >= 17 runs Gradle (Android Studio's bundled JBR)
     compileOptions {
-        sourceCompatibility = JavaVersion.VERSION_17
-        targetCompatibility = JavaVersion.VERSION_17
+        sourceCompatibility = JavaVersion.toVersion(libs.versions.jvmTarget.get())
+        targetCompatibility = JavaVersion.toVersion(libs.versions.jvmTarget.get())
     }
 
     // the model copied in by copyEgeunetModel; .tflite stays uncompressed in the APK
@@ -31,10 +34,20 @@ android {
     androidResources {
         noCompress += "tflite"
     }
+
+    // Native libraries (LiteRT's .so files) stay uncompressed and page-aligned in the APK, loaded in place; AGP 8.5.1+
+    // aligns them to 16 KB, which Android 15+ devices with 16 KB pages need (README, "16 KB pages").
+    packaging {
+        jniLibs {
+            useLegacyPackaging = false
+        }
+    }
 }
 
 kotlin {
-    jvmToolchain(17)
+    compilerOptions {
+        jvmTarget.set(JvmTarget.fromTarget(libs.versions.jvmTarget.get()))
+    }
 }
 
 dependencies {

@@ -16,6 +16,8 @@ public class Activity extends Context {
 
     protected void onCreate(Bundle savedInstanceState) { throw new RuntimeException("Stub!"); }
 
+    protected void onSaveInstanceState(Bundle outState) { throw new RuntimeException("Stub!"); }
+
     protected void onDestroy() { throw new RuntimeException("Stub!"); }
 
     protected void onActivityResult(int requestCode, int resultCode, Intent data) { throw new RuntimeException("Stub!"); }

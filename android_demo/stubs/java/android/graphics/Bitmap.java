@@ -23,4 +23,8 @@ public final class Bitmap {
     }
 
     public void recycle() { throw new RuntimeException("Stub!"); }
+
+    public final ColorSpace getColorSpace() { throw new RuntimeException("Stub!"); }
+
+    public void setColorSpace(ColorSpace colorSpace) { throw new RuntimeException("Stub!"); }
 }

@@ -6,6 +6,10 @@ import java.io.InputStream;
 public class BitmapFactory {
     public static class Options {
         public Bitmap.Config inPreferredConfig;
+        public boolean inJustDecodeBounds;
+        public int inSampleSize;
+        public int outWidth;
+        public int outHeight;
 
         public Options() { throw new RuntimeException("Stub!"); }
     }

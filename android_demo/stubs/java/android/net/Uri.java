@@ -2,5 +2,7 @@
 package android.net;
 
 public abstract class Uri implements android.os.Parcelable, Comparable<Uri> {
+    public static Uri parse(String uriString) { throw new RuntimeException("Stub!"); }
+
     public abstract String toString();
 }

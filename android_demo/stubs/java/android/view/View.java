@@ -8,6 +8,8 @@ public class View {
 
     public void setOnClickListener(OnClickListener l) { throw new RuntimeException("Stub!"); }
 
+    public void setPadding(int left, int top, int right, int bottom) { throw new RuntimeException("Stub!"); }
+
     public boolean isEnabled() { throw new RuntimeException("Stub!"); }
 
     public void setEnabled(boolean enabled) { throw new RuntimeException("Stub!"); }

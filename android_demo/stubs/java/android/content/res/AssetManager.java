@@ -7,5 +7,7 @@ import java.io.InputStream;
 public final class AssetManager implements AutoCloseable {
     public InputStream open(String fileName) throws IOException { throw new RuntimeException("Stub!"); }
 
+    public AssetFileDescriptor openFd(String fileName) throws IOException { throw new RuntimeException("Stub!"); }
+
     public void close() { throw new RuntimeException("Stub!"); }
 }

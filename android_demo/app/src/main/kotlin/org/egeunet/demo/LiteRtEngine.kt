@@ -1,9 +1,16 @@
 package org.egeunet.demo
 
+import android.content.res.AssetManager
 import android.os.Build
+import android.os.Process
+import java.io.FileInputStream
+import java.io.IOException
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
+import java.nio.MappedByteBuffer
+import java.nio.channels.FileChannel
 import org.egeunet.core.ContractException
+import org.egeunet.core.Delegation
 import org.egeunet.core.InferenceEngine
 import org.egeunet.core.ModelInput
 import org.egeunet.core.ModelMetadata
@@ -15,17 +22,28 @@ import org.tensorflow.lite.gpu.CompatibilityList
 import org.tensorflow.lite.gpu.GpuDelegate
 import org.tensorflow.lite.nnapi.NnApiDelegate
 
-/** Where the model runs. CPU uses LiteRT's XNNPACK kernels with a chosen thread count. */
-enum class Accelerator(val label: String) {
-    CPU("CPU (XNNPACK)"),
-    GPU("GPU delegate"),
-    NNAPI("NNAPI delegate"),
+/**
+ * Where the model runs. CPU uses LiteRT's XNNPACK kernels with a chosen thread count. [logName] is how the
+ * delegate names itself in LiteRT's "Replacing N out of M node(s) with delegate (NAME)" log line.
+ */
+enum class Accelerator(val label: String, val logName: String) {
+    CPU("CPU (XNNPACK)", "XNNPack"),
+    GPU("GPU delegate", "Gpu"),
+    NNAPI("NNAPI delegate", "Nnapi"),
     ;
 
     companion object {
         /** NNAPI delegates exist from Android 8.1 (API 27); before that the interpreter would silently run on CPU. */
         const val NNAPI_MIN_SDK = 27
 
+        /**
+         * NNAPI is deprecated from Android 15 (API 35): vendors stop shipping new drivers for it and its CPU
+         * reference path is slower than XNNPACK, so the app offers it on Android 8.1-14 only, where a vendor driver
+         * may still run the model on an NPU or DSP (README, "Accelerators").
+         */
+        const val NNAPI_MAX_SDK = 34
+
+        /** Asks LiteRT's GPU compatibility list; loads the delegate's native code, so call it off the main thread. */
         fun gpuAvailable(): Boolean = try {
             val compat = CompatibilityList()
             try {
@@ -33,11 +51,32 @@ enum class Accelerator(val label: String) {
             } finally {
                 compat.close()
             }
-        } catch (e: Throwable) {
+        } catch (e: Exception) {
             false // no GPU delegate library in the APK, or no OpenCL/OpenGL driver
+        } catch (e: LinkageError) {
+            false // UnsatisfiedLinkError: the delegate's native library does not load on this phone
         }
 
-        fun nnapiAvailable(): Boolean = Build.VERSION.SDK_INT >= NNAPI_MIN_SDK
+        fun nnapiAvailable(): Boolean = Build.VERSION.SDK_INT in NNAPI_MIN_SDK..NNAPI_MAX_SDK
+    }
+}
+
+/**
+ * The model file, memory-mapped from the APK (`.tflite` is stored uncompressed, `noCompress` in
+ * app/build.gradle.kts), so every engine rebuild shares the same pages instead of copying the model.
+ */
+object ModelFile {
+    fun map(assets: AssetManager, name: String): MappedByteBuffer = assets.openFd(name).use { fd ->
+        FileInputStream(fd.fileDescriptor).use {
+            it.channel.map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
+        }
+    }
+
+    /** A copy of the mapped bytes, for the metadata reader (the model is a few hundred KB). */
+    fun bytes(model: ByteBuffer): ByteArray {
+        val view = model.duplicate()
+        view.rewind()
+        return ByteArray(view.remaining()).also { view.get(it) }
     }
 }
 
@@ -47,29 +86,40 @@ enum class Accelerator(val label: String) {
  * Checks the graph against the metadata before the first run (dtype and shape of input and output), so a model
  * that does not match its own contract fails with both shapes in the message instead of returning noise.
  */
-class LiteRtEngine(model: ByteArray, private val meta: ModelMetadata, val accelerator: Accelerator, val threads: Int) :
-    InferenceEngine {
-    private val modelBuffer: ByteBuffer =
-        ByteBuffer.allocateDirect(model.size).order(ByteOrder.nativeOrder()).put(model)
+class LiteRtEngine(
+    private val modelBuffer: ByteBuffer,
+    private val meta: ModelMetadata,
+    val accelerator: Accelerator,
+    val threads: Int,
+) : InferenceEngine {
     private val delegate: Delegate?
     private val interpreter: Interpreter
     private val input: ByteBuffer
     private val output: ByteBuffer
     private val outputValues: Int
 
-    override val description: String = describe(accelerator, threads)
+    /** What runs, e.g. "CPU (XNNPACK), 4 threads" or "all 41 ops on the GPU delegate (1 partition)". */
+    override val description: String
 
     init {
         modelBuffer.rewind()
         val options = Interpreter.Options().setNumThreads(threads)
         delegate = createDelegate(accelerator)
         if (delegate != null) options.addDelegate(delegate) else options.setUseXNNPACK(true)
+        val logBefore = if (delegate != null) ownLiteRtLog() else null
         interpreter =
             try {
                 Interpreter(modelBuffer, options)
-            } catch (e: RuntimeException) {
+            } catch (e: Throwable) {
                 (delegate as? AutoCloseable)?.close()
                 throw e
+            }
+        description =
+            if (delegate == null) {
+                "${accelerator.label}, $threads thread${if (threads == 1) "" else "s"}"
+            } else {
+                val delegation = Delegation.reportedSince(logBefore, ownLiteRtLog(), accelerator.logName)
+                Delegation.ranOn(accelerator.label, delegation) + cpuPart(delegation)
             }
         try {
             val inTensor = checkedInput()
@@ -123,10 +173,33 @@ class LiteRtEngine(model: ByteArray, private val meta: ModelMetadata, val accele
         (delegate as? AutoCloseable)?.close()
     }
 
+    /** The CPU threads matter only for the ops a delegate left to the CPU. */
+    private fun cpuPart(d: Delegation?): String {
+        val total = d?.total
+        val all = d != null && total != null && d.delegated >= total
+        return if (all) "" else ", CPU part on $threads thread${if (threads == 1) "" else "s"}"
+    }
+
     private companion object {
-        fun describe(accelerator: Accelerator, threads: Int): String = when (accelerator) {
-            Accelerator.CPU -> "${accelerator.label}, $threads thread${if (threads == 1) "" else "s"}"
-            else -> accelerator.label
+        /**
+         * This process's LiteRT log lines (tag "tflite"; LiteRT logs how a delegate partitioned the graph on Android
+         * in release builds too). An app may read its own log; null when logcat cannot be run.
+         */
+        fun ownLiteRtLog(): String? = try {
+            val p =
+                ProcessBuilder("logcat", "-d", "-v", "raw", "-s", "tflite:I", "--pid=${Process.myPid()}")
+                    .redirectErrorStream(true)
+                    .start()
+            val text = p.inputStream.bufferedReader().use { it.readText() }
+            p.waitFor()
+            text
+        } catch (e: IOException) {
+            null
+        } catch (e: SecurityException) {
+            null
+        } catch (e: InterruptedException) {
+            Thread.currentThread().interrupt()
+            null
         }
 
         fun createDelegate(accelerator: Accelerator): Delegate? = when (accelerator) {
@@ -138,7 +211,8 @@ class LiteRtEngine(model: ByteArray, private val meta: ModelMetadata, val accele
                 if (!Accelerator.nnapiAvailable()) {
                     val sdk = Build.VERSION.SDK_INT
                     throw UnsupportedOperationException(
-                        "NNAPI needs API ${Accelerator.NNAPI_MIN_SDK}, this is API $sdk",
+                        "the app offers NNAPI on API ${Accelerator.NNAPI_MIN_SDK}-${Accelerator.NNAPI_MAX_SDK} " +
+                            "(deprecated from Android 15), this is API $sdk",
                     )
                 }
                 NnApiDelegate()

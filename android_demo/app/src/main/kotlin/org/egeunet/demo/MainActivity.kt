@@ -14,31 +14,39 @@ import android.widget.RadioGroup
 import android.widget.SeekBar
 import android.widget.TextView
 import androidx.core.content.FileProvider
+import androidx.core.view.ViewCompat
+import androidx.core.view.WindowInsetsCompat
 import java.io.File
 import java.io.IOException
+import java.nio.ByteBuffer
 import java.util.Locale
 import java.util.concurrent.ExecutorService
 import java.util.concurrent.Executors
 import java.util.concurrent.atomic.AtomicBoolean
 import org.egeunet.core.BenchmarkRunner
+import org.egeunet.core.Failures
 import org.egeunet.core.ModelInput
 import org.egeunet.core.ModelMetadata
 import org.egeunet.core.RgbImage
+import org.egeunet.core.Segmentation
 import org.egeunet.core.Segmenter
+import org.egeunet.core.startEngine
 
 /**
  * The one screen: pick or take a photo, see the lesion mask over it with its area and the inference time, choose
  * CPU threads / GPU / NNAPI, and benchmark N inferences (p50/p90 and what actually ran).
  *
  * All model work runs on one background thread (the interpreter is not thread-safe); the UI thread only shows
- * results. The logic lives in the tested core (`org.egeunet.core`); this class wires it to Android.
+ * results. Every task on that thread runs inside [work], so no exception or error escapes it: each failure shows a
+ * message (core `Failures`) and the app stays usable. The logic lives in the tested core (`org.egeunet.core`);
+ * this class wires it to Android.
  */
 class MainActivity : Activity() {
     private val worker: ExecutorService = Executors.newSingleThreadExecutor()
     private val cancelBenchmark = AtomicBoolean(false)
 
     // owned by the worker thread
-    private var model: ByteArray? = null
+    private var model: ByteBuffer? = null
     private var segmenter: Segmenter? = null
     private var engine: LiteRtEngine? = null
     private var lastInput: ModelInput? = null
@@ -57,7 +65,15 @@ class MainActivity : Activity() {
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
+        // the camera app may have run while the system killed this process: the photo it wrote is still ours
+        captureUri = savedInstanceState?.getString(STATE_CAPTURE_URI)?.let { Uri.parse(it) }
         setContentView(R.layout.activity_main)
+        // edge-to-edge (enforced from Android 15 at targetSdk 35): keep the content clear of system bars and cutouts
+        ViewCompat.setOnApplyWindowInsetsListener(findViewById(R.id.root)) { v, insets ->
+            val bars = insets.getInsets(WindowInsetsCompat.Type.systemBars() or WindowInsetsCompat.Type.displayCutout())
+            v.setPadding(bars.left, bars.top, bars.right, bars.bottom)
+            WindowInsetsCompat.CONSUMED
+        }
         image = findViewById(R.id.image)
         result = findViewById(R.id.result)
         status = findViewById(R.id.status)
@@ -72,7 +88,8 @@ class MainActivity : Activity() {
         findViewById<Button>(R.id.pick).setOnClickListener { pickPhoto() }
         findViewById<Button>(R.id.camera).setOnClickListener { takePhoto() }
         benchmarkButton.setOnClickListener { benchmark() }
-        findViewById<RadioButton>(R.id.accel_gpu).isEnabled = Accelerator.gpuAvailable()
+        val gpuButton = findViewById<RadioButton>(R.id.accel_gpu)
+        gpuButton.isEnabled = false // until the compatibility list (native code) has been asked off the main thread
         findViewById<RadioButton>(R.id.accel_nnapi).isEnabled = Accelerator.nnapiAvailable()
         accelerators.setOnCheckedChangeListener { _, _ -> configureEngine() }
         threadsBar.setOnSeekBarChangeListener(
@@ -87,14 +104,38 @@ class MainActivity : Activity() {
             },
         )
         threadsLabel.text = getString(R.string.threads_label, threads())
-        worker.execute { loadModel() }
+        work {
+            val gpu = Accelerator.gpuAvailable()
+            ui { gpuButton.isEnabled = gpu }
+        }
+        work { loadModel() }
+    }
+
+    override fun onSaveInstanceState(outState: Bundle) {
+        super.onSaveInstanceState(outState)
+        captureUri?.let { outState.putString(STATE_CAPTURE_URI, it.toString()) }
     }
 
     override fun onDestroy() {
         cancelBenchmark.set(true)
-        worker.execute { engine?.close() }
+        work { engine?.close() }
         worker.shutdown()
         super.onDestroy()
+    }
+
+    /** Run [task] on the worker thread; whatever it throws becomes a message, never a crash of the process. */
+    private fun work(task: () -> Unit) {
+        try {
+            worker.execute {
+                try {
+                    task()
+                } catch (e: Throwable) {
+                    showStatus(getString(R.string.unexpected, Failures.reason(e)))
+                }
+            }
+        } catch (e: java.util.concurrent.RejectedExecutionException) {
+            // the activity is being destroyed: nothing left to do
+        }
     }
 
     private fun threads() = threadsBar.progress + 1
@@ -113,9 +154,12 @@ class MainActivity : Activity() {
 
     private fun loadModel() {
         try {
-            val bytes = assets.open(MODEL_ASSET).use { it.readBytes() }
-            val meta = ModelMetadata.forModel(bytes, MODEL_ASSET, CONTRACT_ASSET) { readAsset(CONTRACT_ASSET) }
-            model = bytes
+            val mapped = ModelFile.map(assets, MODEL_ASSET)
+            val meta =
+                ModelMetadata.forModel(ModelFile.bytes(mapped), MODEL_ASSET, CONTRACT_ASSET) {
+                    readAsset(CONTRACT_ASSET)
+                }
+            model = mapped
             segmenter = Segmenter(meta)
             val graph = getString(if (meta.preprocessingInGraph) R.string.graph_baked else R.string.graph_raw)
             ui {
@@ -131,10 +175,10 @@ class MainActivity : Activity() {
                     )
             }
         } catch (e: IOException) {
-            showStatus(getString(R.string.no_model, MODEL_ASSET))
+            showStatus(Failures.model(MODEL_ASSET, e))
             return
         } catch (e: IllegalArgumentException) {
-            showStatus(getString(R.string.bad_model, e.message))
+            showStatus(Failures.model(MODEL_ASSET, e))
             return
         }
         buildEngine(accelerator(), threads())
@@ -150,24 +194,22 @@ class MainActivity : Activity() {
         val accel = accelerator()
         val n = threads()
         cancelBenchmark.set(true)
-        worker.execute { buildEngine(accel, n) }
+        work { buildEngine(accel, n) }
     }
 
-    /** Runs on the worker. A delegate that fails to initialise falls back to the CPU and says so. */
+    /**
+     * Runs on the worker. A delegate that fails to initialise falls back to the CPU; the message says "using the
+     * CPU" only when the CPU engine did start (core `startEngine`, which also catches UnsatisfiedLinkError).
+     */
     private fun buildEngine(accel: Accelerator, threads: Int) {
-        val bytes = model ?: return
+        val buffer = model ?: return
         val meta = segmenter?.metadata ?: return
         engine?.close()
         engine = null
-        engine =
-            try {
-                LiteRtEngine(bytes, meta, accel, threads)
-            } catch (e: Exception) {
-                showStatus(getString(R.string.delegate_failed, accel.label, e.message))
-                if (accel == Accelerator.CPU) return
-                LiteRtEngine(bytes, meta, Accelerator.CPU, threads)
-            }
-        showStatus(getString(R.string.engine_ready, engine!!.description))
+        val cpu = if (accel == Accelerator.CPU) null else ({ LiteRtEngine(buffer, meta, Accelerator.CPU, threads) })
+        val started = startEngine(accel.label, { LiteRtEngine(buffer, meta, accel, threads) }, cpu)
+        engine = started.engine
+        showStatus(started.message)
     }
 
     // --- photos ------------------------------------------------------------------------------------------------
@@ -203,10 +245,10 @@ class MainActivity : Activity() {
         if (resultCode != RESULT_OK) return
         val uri = (if (requestCode == REQUEST_CAPTURE) captureUri else data?.data) ?: return
         status.text = getString(R.string.segmenting)
-        worker.execute { segment(uri) }
+        work { segment(uri) }
     }
 
-    /** Runs on the worker: decode, segment with the current engine, show the overlay and the figures. */
+    /** Runs on the worker: decode (subsampled by the core's size policy), segment, show the overlay and figures. */
     private fun segment(uri: Uri) {
         val seg = segmenter
         val eng = engine
@@ -214,28 +256,39 @@ class MainActivity : Activity() {
             showStatus(getString(R.string.no_engine))
             return
         }
-        val photo: RgbImage
+        val photo: DecodedPhoto
         try {
-            photo = Photos.decode(contentResolver, uri)
+            photo = Photos.decode(contentResolver, uri, seg.sizePolicy)
         } catch (e: IOException) {
-            showStatus(getString(R.string.cannot_read, uri.toString(), e.message))
+            showStatus(Failures.photo(uri.toString(), e))
+            return
+        } catch (e: SecurityException) {
+            showStatus(Failures.photo(uri.toString(), e)) // a revoked URI grant
+            return
+        } catch (e: OutOfMemoryError) {
+            showStatus(Failures.photo(uri.toString(), e))
             return
         }
-        val s =
+        val (s, overlay) =
             try {
-                seg.segment(photo, eng)
+                val s: Segmentation = seg.segment(photo.image, eng, photo.photo)
+                s to Photos.toBitmap(s.overlay())
             } catch (e: RuntimeException) {
-                showStatus(getString(R.string.inference_failed, e.message))
+                showStatus(Failures.inference(e))
+                return
+            } catch (e: OutOfMemoryError) {
+                showStatus(Failures.inference(e))
                 return
             }
         lastInput = s.input
-        val overlay = Photos.toBitmap(s.overlay())
         val text =
             getString(
                 R.string.result,
-                s.area.pixels,
-                photo.width * photo.height,
                 String.format(Locale.US, "%.2f", s.area.percent),
+                s.photo.toString(),
+                s.area.pixels,
+                s.display.toString(),
+                photo.sampleSize,
                 String.format(Locale.US, "%.1f", s.inferenceMs),
                 String.format(Locale.US, "%.1f", s.preprocessMs),
                 String.format(Locale.US, "%.1f", s.postprocessMs),
@@ -258,7 +311,7 @@ class MainActivity : Activity() {
         }
         cancelBenchmark.set(false)
         benchmarkButton.isEnabled = false
-        worker.execute {
+        work {
             try {
                 runBenchmark(runs)
             } finally {
@@ -290,7 +343,7 @@ class MainActivity : Activity() {
                 showStatus(getString(R.string.benchmark_cancelled))
                 return
             } catch (e: RuntimeException) {
-                showStatus(getString(R.string.inference_failed, e.message))
+                showStatus(Failures.inference(e))
                 return
             }
         val st = r.stats
@@ -322,6 +375,7 @@ class MainActivity : Activity() {
     companion object {
         const val MODEL_ASSET = "egeunet.tflite"
         const val CONTRACT_ASSET = "egeunet.json"
+        private const val STATE_CAPTURE_URI = "org.egeunet.demo.captureUri"
         private const val REQUEST_PICK = 1
         private const val REQUEST_CAPTURE = 2
         private const val WARMUP_RUNS = 5
