@@ -49,7 +49,12 @@ object Failures {
     /** The model asset could not be loaded or is not usable. */
     fun model(asset: String, e: Throwable): String = when (e) {
         is FileNotFoundException ->
-            "No $asset in the app: build it with -Pegeunet.model=FILE (see android_demo/README.md)."
+            if (e.message.orEmpty().contains("compressed")) {
+                "$asset is compressed in the APK and cannot be memory-mapped: keep noCompress += \"tflite\" in " +
+                    "app/build.gradle.kts."
+            } else {
+                "No $asset in the app: build it with -Pegeunet.model=FILE (see android_demo/README.md)."
+            }
 
         is ContractException -> "This model cannot be used: ${reason(e)}"
 

@@ -98,6 +98,14 @@ class FailuresTest {
             Failures.model("egeunet.tflite", FileNotFoundException("egeunet.tflite")),
         )
         assertEquals(
+            "egeunet.tflite is compressed in the APK and cannot be memory-mapped: keep noCompress += \"tflite\" in " +
+                "app/build.gradle.kts.",
+            Failures.model(
+                "egeunet.tflite",
+                FileNotFoundException("This file can not be opened as a file descriptor; it is probably compressed"),
+            ),
+        )
+        assertEquals(
             "This model cannot be used: unsupported contract: version 2",
             Failures.model("egeunet.tflite", ContractException("unsupported contract: version 2")),
         )
