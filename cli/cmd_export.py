@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .args import comma_names, path_arg
+from .args import NO_PROGRESS_HELP, comma_names, path_arg
 
 DEFAULT_OUT = Path("out/export")
 
@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--weights", type=path_arg, default=None,
                    help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights")
     p.add_argument("--target", default=None, metavar="TARGET",
-                   help="onnx, tflite, coreml, all, or a comma-separated list (several: a table, failures isolated)")
+                   help="onnx, tflite, coreml, all, or a comma-separated list (several: a table, failures isolated); "
+                        "required unless --list")
     p.add_argument("--precision", default=None, metavar="PRECISION",
                    help="fp32, fp16, int8 or int8w (Core ML weight-only), or a comma-separated list; default fp32 "
                         "for one target, every precision each target has with several")
@@ -32,29 +33,38 @@ def register(sub) -> None:
                    help=f"output folder (default {DEFAULT_OUT}); an artifact of the same name there is replaced "
                         "(atomically) and manifest.json updated")
     p.add_argument("--raw", action="store_true",
-                   help="bare network: float input already min-max normalised (0..255), NCHW unless --nhwc")
-    p.add_argument("--nhwc", action="store_true", help="NHWC input/output (the default for TFLite and Core ML)")
-    p.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis (ONNX)")
+                   help="bare network: float input already min-max normalised (0..255), NCHW unless --nhwc "
+                        "(default: uint8 image in, preprocessing in the graph)")
+    p.add_argument("--nhwc", action="store_true",
+                   help="NHWC input/output for ONNX (default: NCHW for ONNX; TFLite and Core ML are always NHWC)")
+    p.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis, ONNX only (default: batch 1)")
     p.add_argument("--no-blame", action="store_true",
                    help="int8: skip the int8 blame ranking (on by default here: quantize one block at a time, rank "
                         "by the Dice it costs; stored in the artifact's metadata and <artifact>.blame.json)")
     p.add_argument("--blame-data", type=path_arg, default=None, metavar="DIR",
-                   help="images with masks for the blame ranking (default: the bundled sample's 32 test pairs)")
-    p.add_argument("--blame-split", default=None, help="split of --blame-data (default val)")
+                   help="dataset with masks for the blame ranking (default: the bundled sample's 32 test pairs; "
+                        "then --blame-split does not apply)")
+    p.add_argument("--blame-split", default=None, metavar="SPLIT",
+                   help="split of --blame-data to rank on (default val; only with --blame-data)")
     p.add_argument("--list", action="store_true", help="print the format table and exit")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     p = sub.add_parser("calibrate", help="build the int8 calibration set from real training images")
     p.set_defaults(handler=cmd_calibrate)
-    p.add_argument("--data", type=path_arg, required=True, help="dataset root (official, ISIC or flat layout)")
-    p.add_argument("--split", default="train")
-    p.add_argument("--num", type=int, default=200, help="number of images (default 200; all if fewer exist)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", type=path_arg, required=True, metavar="DIR",
+                   help="dataset root (official, ISIC or flat layout); required")
+    p.add_argument("--split", default="train",
+                   help="split to draw from (default train; test is refused unless --force)")
+    p.add_argument("--num", type=int, default=200, metavar="N",
+                   help="number of images (default 200; all if fewer exist)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stratified draw (default 0)")
     p.add_argument("--out", type=path_arg, required=True, metavar="CALIB",
-                   help="output file (.npz); replaced (atomically) if it exists")
-    p.add_argument("--force", action="store_true", help="allow the test split (leaks test data into int8 ranges)")
+                   help="output file (.npz); replaced (atomically) if it exists; required")
+    p.add_argument("--force", action="store_true",
+                   help="allow the test split (leaks test data into int8 ranges; default: refused)")
     p.add_argument("--skip-bad", action="store_true",
                    help="pass over unpaired or unreadable files, listing them (also in the set's manifest)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
 
 def cmd_export(args) -> int:
@@ -76,6 +86,9 @@ def cmd_export(args) -> int:
         raise ValueError("--blame-split applies to --blame-data; without --blame-data the blame ranking uses the "
                          "bundled sample's test pairs")
     blame_split = args.blame_split or "val"
+    from .console import ExportLog
+
+    log = ExportLog(progress=not args.no_progress)
     several = "all" in targets or len(targets) > 1 or (precisions is not None and len(precisions) > 1)
     building = precisions or (None if several else ["fp32"])  # None: every precision, int8 included
     if args.calib is not None and building is not None and not set(building) & set(CALIBRATED):
@@ -87,12 +100,15 @@ def cmd_export(args) -> int:
                              "and one --precision")
         results = export_all(weights=args.weights, out_dir=args.out, calib=args.calib,
                              targets=None if "all" in targets else targets, precisions=precisions,
-                             blame=not args.no_blame, blame_data=args.blame_data, blame_split=blame_split)
+                             blame=not args.no_blame, blame_data=args.blame_data, blame_split=blame_split,
+                             log=log)
+        log.finish()
         failed = [r for r in results if r.status == "failed"]
         return 1 if failed else 0
     path = export(targets[0], precisions[0] if precisions else "fp32", weights=args.weights, out_dir=args.out,
                   calib=args.calib, raw=args.raw, nhwc=args.nhwc, dynamic_batch=args.dynamic_batch,
-                  blame=not args.no_blame, blame_data=args.blame_data, blame_split=blame_split)
+                  blame=not args.no_blame, blame_data=args.blame_data, blame_split=blame_split, log=log)
+    log.finish()
     from egeunet_deploy.export.metadata import artifact_digest
 
     sha, size = artifact_digest(path)

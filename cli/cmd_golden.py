@@ -13,11 +13,12 @@ def register(sub) -> None:
                                       "Android app's tests")
     p.set_defaults(handler=cmd_golden)
     p.add_argument("--out", type=path_arg, required=True, metavar="DIR",
-                   help="folder to write (the app's copy: android_demo/core/src/test/resources/golden)")
+                   help="folder to write (the app's copy: android_demo/core/src/test/resources/golden); required")
     p.add_argument("--weights", type=path_arg, default=None,
                    help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights")
     p.add_argument("--num", type=int, default=2, metavar="N",
-                   help="real ISIC images from the bundled sample (the shrink, mixed and constant cases are added)")
+                   help="real ISIC images from the bundled sample (default 2; the shrink, mixed and constant cases "
+                        "are always added)")
 
 
 def cmd_golden(args: argparse.Namespace) -> int:

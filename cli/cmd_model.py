@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import path_arg
+from .args import NO_PROGRESS_HELP, THREADS_MEANING, path_arg, thread_count
 
 
 def add_weights_arg(p: argparse.ArgumentParser) -> None:
@@ -19,61 +19,77 @@ def register(sub) -> None:
     p = sub.add_parser("info", help="model figures (params, MACs), weights and the preprocessing contract")
     p.set_defaults(handler=cmd_info)
     add_weights_arg(p)
-    p.add_argument("--json", action="store_true", help="print JSON only")
+    p.add_argument("--json", action="store_true", help="print JSON only (default: readable lines)")
 
     p = sub.add_parser("train", help="train with the paper's recipe (resumable; torchrun for several processes)")
     p.set_defaults(handler=cmd_train)
-    p.add_argument("--data", type=path_arg, help="dataset root (official, ISIC or flat layout)")
+    p.add_argument("--data", type=path_arg, default=None, metavar="DIR",
+                   help="dataset root (official, ISIC or flat layout); required unless --resume")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs in all (default 300; when resuming, the run's own, unless given to extend it)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--out", type=path_arg, default=Path("runs/egeunet"), help="run folder (checkpoints, logs, curves)")
-    p.add_argument("--resume", type=path_arg, default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="images per optimizer step, over all processes (default 8, the paper's)")
+    p.add_argument("--out", type=path_arg, default=Path("runs/egeunet"), metavar="RUN_DIR",
+                   help="run folder: checkpoints, logs, curves (default runs/egeunet)")
+    p.add_argument("--resume", type=path_arg, default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR exactly where it stopped (default: start a new run)")
+    p.add_argument("--seed", type=int, default=42,
+                   help="seed of initialisation, shuffling and augmentation (default 42)")
     # None: TrainConfig's value, where the paper's recipe is written down once
     p.add_argument("--lr", type=float, default=None, help="initial learning rate (default: the paper's)")
     p.add_argument("--t-max", type=int, default=None, help="cosine half-period in epochs (default: the paper's)")
-    p.add_argument("--augment", default=None,
-                   help="paper (default): flips, rotation; strong: also colour cast, gamma, saturation, zoom, shift")
+    p.add_argument("--augment", default=None, metavar="{paper,strong}",
+                   help="paper: flips, rotation; strong: also colour cast, gamma, saturation, zoom, shift "
+                        "(default paper)")
     p.add_argument("--init-weights", type=path_arg, default=None, metavar="W",
-                   help="start from these weights (fine-tuning) instead of a fresh initialisation")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: all cores)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N pairs of each split (smoke runs)")
+                   help="start from these weights (fine-tuning) instead of a fresh initialisation (default: fresh)")
+    p.add_argument("--threads", type=thread_count, default=0, metavar="N",
+                   help=f"CPU threads; {THREADS_MEANING} (default 0; divided among torchrun's processes)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use only the first N pairs of each split, for smoke runs (default: all)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable or unpaired files, listing them")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     p = sub.add_parser("evaluate", help="the paper's metrics (pooled mIoU/DSC) and per-image means on a split")
     p.set_defaults(handler=cmd_evaluate)
     add_weights_arg(p)
-    p.add_argument("--data", type=path_arg, required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--json", type=path_arg, default=None, metavar="FILE", help="write the results as JSON")
-    p.add_argument("--native", action="store_true", help="score at each image's own resolution")
+    p.add_argument("--data", type=path_arg, required=True, metavar="DIR",
+                   help="dataset root (official, ISIC or flat images/ + masks/ layout); required")
+    p.add_argument("--split", default="test",
+                   help="split to score (default test; a flat images/ + masks/ folder has no splits: ignored)")
+    p.add_argument("--json", type=path_arg, default=None, metavar="FILE",
+                   help="write the results as JSON (default: print only)")
+    p.add_argument("--native", action="store_true",
+                   help="score at each image's own resolution (default: at the model's 256x256)")
     p.add_argument("--report", type=path_arg, default=None, metavar="DIR",
-                   help="also write a per-image CSV and pictures (score plots, worst images) to DIR")
-    p.add_argument("--skip-bad", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+                   help="also write a per-image CSV and pictures (score plots, worst images) to DIR (default: none)")
+    p.add_argument("--skip-bad", action="store_true", help="pass over unpaired or unreadable files, listing them")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
     p = sub.add_parser("split", help="a seeded random train/val/test split (the paper's 7:3 protocol) as links")
     p.set_defaults(handler=cmd_split)
-    p.add_argument("--data", type=path_arg, required=True, help="dataset root holding the source splits")
-    p.add_argument("--out", type=path_arg, required=True, help="new folder for the split (official layout)")
+    p.add_argument("--data", type=path_arg, required=True, metavar="DIR",
+                   help="dataset root holding the source splits; required")
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR",
+                   help="new folder for the split (official layout); required")
     p.add_argument("--from", dest="source_splits", default="train,val",
                    help="source splits pooled before splitting (default train,val: the paper's 2,150 images)")
     p.add_argument("--fractions", default="0.7,0,0.3",
                    help="train,val,test shares (default 0.7,0,0.3: the paper's; val 0 makes val the test set, "
                         "as the official code selects on it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--copy", action="store_true", help="copy the files instead of linking them")
-    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
+    p.add_argument("--copy", action="store_true", help="copy the files instead of linking them (default: links)")
+    p.add_argument("--skip-bad", action="store_true", help="pass over unpaired or unreadable files, listing them")
 
     p = sub.add_parser("predict", help="binary masks and overlays at the input's resolution")
     p.set_defaults(handler=cmd_predict)
     add_weights_arg(p)
-    p.add_argument("inputs", type=path_arg, nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--out", type=path_arg, required=True)
+    p.add_argument("inputs", type=path_arg, nargs="+", metavar="IMAGE_OR_DIR",
+                   help="image files and/or folders of images (transparent pixels are composited on grey 128)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR",
+                   help="folder for <stem>_mask.png and <stem>_overlay.png per image; required")
     p.add_argument("--skip-bad", action="store_true", help="pass over unreadable images, listing them")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
 
 
 def cmd_info(args) -> int:

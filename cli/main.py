@@ -1,6 +1,8 @@
 """The ``egeunet`` command line: one sub-command per job, each a thin call into the part that does the work.
 
-Each part registers its own sub-commands (``cmd_model``, ``cmd_export``, ``cmd_runtimes``). Errors a user can fix
+Each part registers its own sub-commands (``cmd_model``, ``cmd_export``, ``cmd_runtimes``); every one takes
+``--verbose`` (third-party output on the console; by default it goes to a log file, see ``console``), and when stderr
+is not a terminal progress bars are off. Errors a user can fix
 (bad data, wrong weights, bad options) print one clear message and exit with status 2; an interrupt exits with 130;
 output piped into a reader that stops early (``egeunet info --json | head``) exits quietly with 141, as a Unix tool
 killed by SIGPIPE does; anything else is a bug and keeps its traceback.
@@ -32,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="show the converters' and runtimes' own output (third-party libraries) as it "
+                                  "comes; default: it goes to a log file named at the end of the run")
     return parser
 
 
@@ -52,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from egeunet_deploy.model.interrupts import remember_interrupts
 
+    from .console import is_terminal, log_destination, third_party_to_log
+
+    if hasattr(args, "no_progress") and not is_terminal(sys.stderr):
+        args.no_progress = True  # a log file or a pipe gets plain lines, not progress bars and their escape codes
     restore_sigint = remember_interrupts()
     try:
-        return args.handler(args)
+        with third_party_to_log(args.command, lambda: log_destination(args), verbose=args.verbose):
+            return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import io
 import json
+import os
 import subprocess
 import zipfile
 from importlib import metadata as _pkg
@@ -271,7 +272,10 @@ def update_manifest(out_dir: Path | str, artifact: Path | str, meta: dict) -> di
              "input": meta["input"], "output": meta["output"], "weights_sha256": meta["weights_sha256"],
              "calibration_sha256": meta.get("calibration_sha256"), "created_utc": meta["created_utc"]}
     path = out_dir / MANIFEST_NAME
-    with open(out_dir / f".{MANIFEST_NAME}.lock", "w") as lock:
+    # The lock is the folder itself (flock on its descriptor), not a lock file: a ".manifest.json.lock" was left
+    # behind, empty, by every export, and removing one after use would let two writers lock two different files.
+    lock = os.open(out_dir, os.O_RDONLY)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         manifest = read_manifest(out_dir)
         artifacts = {k: v for k, v in manifest.get("artifacts", {}).items() if (out_dir / k).exists()}
@@ -279,6 +283,9 @@ def update_manifest(out_dir: Path | str, artifact: Path | str, meta: dict) -> di
         manifest = {"schema": 1, "toolkit": "egeunet-deploy", "toolkit_version": __version__,
                     "contract_sha256": CONTRACT.fingerprint(), "artifacts": dict(sorted(artifacts.items()))}
         atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
+    finally:
+        os.close(lock)  # releases the lock
+    (out_dir / f".{MANIFEST_NAME}.lock").unlink(missing_ok=True)  # an older release's lock file
     return entry
 
 

@@ -144,6 +144,17 @@ def threshold_sweep(counts: np.ndarray) -> dict:
             "best": {"threshold": SWEEP_THRESHOLDS[best], "pooled_dsc": float(dsc[best])}}
 
 
+def _no_masks(data_root: Path | str, split: str) -> str:
+    """What to say when the images have no masks: a flat images/ folder has no splits, so none is named."""
+    from .data import resolve_layout
+
+    images, _ = resolve_layout(data_root, split)
+    if Path(images) == Path(data_root) / "images":
+        return (f"{data_root}: no masks to evaluate against ({images} has no masks/ folder beside it; the flat "
+                f"layout has no splits, so --split does not apply)")
+    return f"{data_root} [{split}] has no masks to evaluate against ({images} has no matching masks folder)"
+
+
 def evaluate(weights: Path | str | None, data_root: Path | str, split: str = "test", native: bool = False,
              skip_bad: bool = False, progress: bool = True, report: Path | str | None = None) -> dict:
     """The metrics of ``weights`` on a split; with ``report``, also the per-image CSV and the pictures there."""
@@ -152,7 +163,7 @@ def evaluate(weights: Path | str | None, data_root: Path | str, split: str = "te
     net, ckpt = load_model(weights)
     data = load_split(data_root, split, skip_bad=skip_bad, keep_native=native, progress=progress)
     if data.masks is None:
-        raise ValueError(f"{data_root} [{split}] has no masks to evaluate against")
+        raise ValueError(_no_masks(data_root, split))
     probs = predict_probs(DeployEGEUNet(use_fused_norms(net)), data.images, progress=progress,
                           desc=f"evaluate {split}")
     result, table = score(probs, data, native)

@@ -1,11 +1,13 @@
 """Decoding images and masks of any common kind into the contract's 8-bit RGB / binary form.
 
 Real data arrives as RGB, RGBA, grayscale, palette and 16-bit files, some with EXIF orientation, some truncated.
-Every failure becomes an :class:`ImageReadError` that names the file, never a silent half-decoded image.
+Transparency is composited on neutral grey (128, 128, 128), and said once. Every failure becomes an
+:class:`ImageReadError` that names the file, never a silent half-decoded image.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +52,47 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return im
 
 
+ALPHA_BACKGROUND = (128, 128, 128)
+"""Transparent pixels are composited on this neutral grey (the Android app uses the same). Why not black, PIL's
+``convert("RGB")`` default: a transparent border became a dark ring, and dark, low-contrast regions are what this
+model reads as lesion."""
+
+_alpha_noted = False
+
+
+def note_alpha(path: Path | str) -> None:
+    """Say once per process, on stderr, what is done with transparency (the first file that has it is named)."""
+    global _alpha_noted
+    if _alpha_noted:
+        return
+    _alpha_noted = True
+    print(f"note: {Path(path).name} has transparent pixels: they are composited on neutral grey "
+          f"{ALPHA_BACKGROUND} before the model sees them (said once; other files with transparency get the same)",
+          file=sys.stderr, flush=True)
+
+
+def composite_alpha(im: Image.Image) -> Image.Image:
+    """An image with an alpha channel (RGBA, LA, PA or a palette with a transparent index) -> RGBA over the opaque
+    :data:`ALPHA_BACKGROUND` (PIL's ``alpha_composite``: out = a * colour + (1 - a) * grey, rounded)."""
+    im = im.convert("RGBA")
+    background = Image.new("RGBA", im.size, (*ALPHA_BACKGROUND, 255))
+    return Image.alpha_composite(background, im)
+
+
+def has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+
+
 def read_rgb(path: Path | str) -> Image.Image:
-    """Any supported image file -> an RGB PIL image, EXIF-oriented. Alpha is dropped (composited on black)."""
+    """Any supported image file -> an RGB PIL image, EXIF-oriented. Transparent and half-transparent pixels are
+    composited on neutral grey (:data:`ALPHA_BACKGROUND`), and the first such file is named once on stderr
+    (:func:`note_alpha`); a file whose alpha is fully opaque everywhere is read as it is, silently."""
     im = _to_8bit(_open(path))
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+    if has_alpha(im):
         im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
-        im = Image.alpha_composite(background, im)
+        if im.getchannel("A").getextrema()[0] < 255:
+            note_alpha(path)
+        im = composite_alpha(im)
     if im.mode == "RGB":
         return im
     try:

@@ -1,9 +1,9 @@
 """``egeunet deploy``: the whole product in one command, ending in one HTML page.
 
 calibrate (train split of DATA) -> export every target this OS supports -> drift report on the test split ->
-latency bench (1 and 2 threads, the PyTorch weights included for scale) -> ``OUT/report.html`` with one table
-(size, accuracy, drift verdict, latency per artifact), the plots and the worst-image overlays, plus
-``OUT/deploy.json``. With no arguments it uses the shipped weights and the bundled real ISIC sample (train: 64
+latency bench (1 and 2 threads, the PyTorch weights included for scale) -> ``OUT/report.html`` (first screen: the
+verdict, which artifact to ship for which device, one table of size, accuracy, latency and drift verdict per
+artifact; plots, blame rankings and differing images in collapsible sections), plus ``OUT/deploy.json``. With no arguments it uses the shipped weights and the bundled real ISIC sample (train: 64
 pairs for calibration, test: 32 pairs), so a first run takes minutes on a laptop. Each stage keeps going when one
 artifact fails and says so in the table; the exit status is non-zero if any export or drift check failed.
 Every check that takes a second (options, weights, tolerances, data, the output folders) runs before stage 1 and
@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from egeunet_deploy.model.checkpoint import atomic_write_bytes
 
 from . import report as rep
 from .bench import contention_warning
+from .report import Footnotes
 
 
 def _say(msg: str, quiet: bool = False) -> None:
@@ -118,10 +120,12 @@ def deploy(
     blame: bool = True,
     precisions: list[str] | None = None,
     skip_bad: bool = False,
+    log: Callable[[str], None] | None = print,
 ) -> dict:
     """Run the four stages into ``out``; ``progress`` draws bars, ``quiet`` silences the stage lines and tables.
     ``threads`` defaults to 1 and 2 (as far as the host has cores); ``skip_bad`` passes over unpaired or unreadable
-    files of the calibration and drift splits, and the result lists them (``skipped_files``)."""
+    files of the calibration and drift splits, and the result lists them (``skipped_files``). ``log`` receives the
+    export stage's lines (the command line passes one that folds the int8 blame's per-block lines into a bar)."""
     from egeunet_deploy.export import export_all
     from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS, SAMPLE_DATA
     from egeunet_deploy.model.data import load_split
@@ -156,7 +160,9 @@ def deploy(
     t = time.perf_counter()
     _say("2/4 export every target this OS supports", quiet)
     results = export_all(weights=weights, out_dir=out / "artifacts", calib=calib, targets=targets or None,
-                         precisions=precisions or None, blame=blame, log=None if quiet else print)
+                         precisions=precisions or None, blame=blame, log=None if quiet else log)
+    if hasattr(log, "finish"):
+        log.finish()
     exports = [_result_row(r) for r in results]
     stages["export"] = time.perf_counter() - t
     artifacts = [Path(r["path"]) for r in exports if _export_ok(r)]
@@ -233,6 +239,8 @@ def summary_table(exports: list[dict], drift: dict | None, bench: list[dict]) ->
             "agreement": (d.get("agreement") or {}).get("dsc"), "drift_status": d.get("status"),
             "drift_reason": d.get("reason"), "p50_ms": p50,
             "runtime": (b.get("runtime") or d.get("runtime") or {}).get("provider"),
+            # where else it runs, when the runners of those targets say so (report.ACCELERATOR_KEYS)
+            **{k: d[k] for k in rep.ACCELERATOR_KEYS if k in d},
         })
     ref = next((b for b in bench if b["artifact"].endswith((".pt", ".pth"))), None)
     if ref is not None:
@@ -245,39 +253,73 @@ def summary_table(exports: list[dict], drift: dict | None, bench: list[dict]) ->
     return rows
 
 
+def verdict_text(result: dict, drift: dict | None) -> str:
+    """One sentence: what passed, on how many images, and what was not checked here and why."""
+    exports = result["exports"]
+    failed = [e for e in exports if e.get("status") == "failed"]
+    not_built = [e for e in exports if e.get("status") == "skipped"]
+    parts = []
+    if drift is not None:
+        rows, s = drift["artifacts"], drift["summary"]
+        ran = s["passed"] + s["failed"] + s["error"]
+        parts.append(f"{s['passed']} of the {ran} artifacts that run on this host stay within tolerance of the "
+                     f"PyTorch model on {drift['n_images']} images of [{result['split']}]")
+        if s["skipped"]:
+            kinds = sorted({r["format"] for r in rows if r["status"] == "skipped"})
+            parts.append(f"{s['skipped']} exported but not run here ({', '.join(kinds)}: see the notes)")
+    else:
+        parts.append("no artifact could be checked against PyTorch")
+    if failed:
+        parts.append(f"{len(failed)} export(s) failed")
+    if not_built:
+        parts.append(f"{len(not_built)} not exportable on this OS")
+    return "; ".join(parts) + "."
+
+
 def deploy_html(result: dict, drift: dict | None, bench_png: str) -> str:
-    threads = sorted({t for row in result["table"] for t in row["p50_ms"]})
-    rows = []
-    for r in result["table"]:
-        status = r["drift_status"] if r["export_ok"] else r.get("export_status", "failed")
-        reason = r.get("drift_reason") or (r.get("export_error") if not r["export_ok"] else "") or ""
-        rows.append([r["file"] or f"{r['target']} {r['precision']}", r["target"], r["precision"],
-                     rep._f((r["size_bytes"] or 0) / 1024, ".0f") if r["size_bytes"] else "-",
-                     rep._f(r.get("export_s"), ".1f"), rep._f(r["dsc"]), rep._f(r["delta_dsc"], "+.5f"),
-                     rep._f(r["agreement"]), *[rep._f(r["p50_ms"].get(t), ".2f") for t in threads],
-                     r.get("runtime") or "-", rep.status_badge(status) if status != "reference" else "reference",
-                     reason])
-    headers = ["artifact", "target", "precision", "size KB", "export s", "DSC", "ΔDSC", "agreement",
-               *[f"p50 ms @{t} thr" for t in threads], "runtime", "drift", "notes"]
-    stages = ", ".join(f"{k} {v:.0f} s" for k, v in result["stages_s"].items())
-    body = [f"<p>Weights <code>{rep.esc(result['weights'])}</code>; data <code>{rep.esc(result['data'])}</code> "
-            f"[{rep.esc(result['split'])}]; calibration from <code>{rep.esc(result['calibration']['source'])}</code>"
-            f" (train split). Total {result['total_s']:.0f} s ({stages}).</p>",
-            rep.table(headers, rows, raw_cols=(len(headers) - 2,)),
-            "<p class='note'>DSC: pooled over the split as the paper computes it; ΔDSC and agreement are against "
-            "the PyTorch model with the same weights on the same images; latency is the median of interleaved runs "
-            "on this host (compare within this page only). Details: <a href='drift/report.html'>drift report</a>, "
-            "<a href='drift/drift.json'>drift.json</a>, <a href='bench/bench.json'>bench.json</a>, "
-            "<a href='deploy.json'>deploy.json</a>.</p>",
-            "<h2>Latency</h2>"]
+    """The page. First screen: the verdict, which artifact to ship for which device and what it costs, then every
+    artifact in one table that fits a 1280 px window (long reasons as numbered notes). Latency and drift details
+    are collapsible sections below, and links lead to the full drift report and the JSON files."""
+    notes = Footnotes("note")
+    rows = result["table"]
+    body = [rep.verdict_banner(result["passed"], verdict_text(result, drift)),
+            "<h2>Which artifact for which device</h2>", rep.device_summary(rows, notes),
+            "<h2>Every artifact</h2>", rep.summary_table(rows, notes), notes.html(),
+            "<p class='note'>DSC: pooled over the split as the paper computes it; ΔDSC (a fraction) and mask "
+            "agreement (Dice between the artifact's and PyTorch's masks) are against the PyTorch model with the same "
+            "weights on the same images; latency: median of interleaved runs on this host's CPU (compare within this "
+            "page only). Details: <a href='drift/report.html'>drift report</a>, <a href='drift/drift.json'>"
+            "drift.json</a>, <a href='bench/bench.json'>bench.json</a>, <a href='deploy.json'>deploy.json</a>.</p>"]
     warning = contention_warning(result["bench"])
     if warning:
         body.append(f"<p class='note'><b>{rep.esc(warning)}</b></p>")
-    body += [rep.img(f"bench/{bench_png}", "latency"), rep.bench_table(result["bench"])]
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in result["stages_s"].items())
+    body.append(f"<p class='note'>Weights <code>{rep.esc(result['weights'])}</code>; data "
+                f"<code>{rep.esc(result['data'])}</code> [{rep.esc(result['split'])}]; calibration from "
+                f"<code>{rep.esc(result['calibration']['source'])}</code> (train split). "
+                f"{machine_load(result['bench'])}"
+                f" Total {result['total_s']:.0f} s ({stages}).</p>")
     calib_skipped = (result.get("skipped_files") or {}).get("calibration")
     if calib_skipped:
         body.append("<h2>Calibration</h2>" + rep.skipped_note(calib_skipped))
+    exports = [[e.get("target"), e.get("precision"), e.get("status"), rep._f(e.get("seconds"), ".1f"),
+                Path(e["path"]).name if e.get("path") else "-"] for e in result["exports"]]
+    body.append("<h2>Details</h2>")
+    body.append(rep.details("Latency: chart and every measurement",
+                            rep.img(f"bench/{bench_png}", "latency") + rep.bench_table(result["bench"])))
+    body.append(rep.details("Export: seconds per artifact",
+                            rep.table(["target", "precision", "status", "export s", "artifact"], exports)))
     if drift is not None:
-        body += ["<h2>Accuracy drift</h2>", rep.drift_body(drift, prefix="drift/")]
+        body.append(rep.details("Accuracy drift: figures, by lesion size, int8 blame, images that differ",
+                                rep.drift_body(drift, prefix="drift/")))
     verdict = "PASSED" if result["passed"] else "FAILED"
     return rep.page(f"EGE-UNet deploy report: {verdict}", "".join(body))
+
+
+def machine_load(bench: list[dict]) -> str:
+    """How busy other processes kept this host while the latency was measured (it decides whether to trust it)."""
+    host = next((b.get("host") for b in bench if b.get("host")), None) or {}
+    cores = (host.get("contention") or {}).get("other_processes_cores")
+    if cores is None:
+        return ""
+    return f"Other processes kept {cores:.2f} of {host.get('cpu_count')} CPU cores busy during the latency runs."

@@ -27,6 +27,7 @@ from egeunet_deploy.model.contract import binarize
 from egeunet_deploy.model.metrics import SIZE_BINS, Confusion, dice, per_image_scores, size_strata
 
 from .base import RUNNERS, ArtifactError, RuntimeUnavailable, check_output_path, host_info, runner_class_for
+from .where import placement_keys
 
 TOLERANCE_FIELDS = ("delta_dsc_abs_max", "delta_miou_abs_max", "agreement_dsc_min", "prob_abs_max")
 N_WORST = 8
@@ -222,23 +223,28 @@ def _fmt_prec_guess(path: Path) -> tuple[str, str]:
     fmt = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml", ".mlmodel": "coreml"}.get(
         path.suffix.lower(), path.suffix.lstrip("."))
     stem = path.stem.lower()
-    prec = next((p for p in ("fp32", "fp16", "int8") if p in stem), "unknown")
+    prec = next((p for p in ("fp32", "fp16", "int8-full", "int8w", "int8") if p in stem), "unknown")
     return fmt, prec
 
 
 def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str], ref: Scored, ref_sha: str,
-                 tol: dict, threads: int | None, device: str, progress: bool) -> tuple[dict, Scored | None]:
-    """Run and judge one artifact; runtime or artifact problems become a failed (or skipped) row, never a crash."""
+                 tol: dict, threads: int | None, device: str, progress: bool,
+                 runtime: str | None = None) -> tuple[dict, Scored | None]:
+    """Run and judge one artifact; runtime or artifact problems become a failed (or skipped) row, never a crash.
+    ``runtime`` (``--runtime``) names the runner; artifacts of a kind it does not load are skipped rows."""
     fmt, prec = _fmt_prec_guess(path)
     rec: dict = {"file": str(path), "name": path.name, "format": fmt, "precision": prec, "status": None,
                  "passed": None, "reason": None}
     runner = None
     try:
-        runner = runner_class_for(path)(threads=threads, device=device)
+        if runtime is not None and path.suffix.lower() not in RUNNERS[runtime].suffixes:
+            raise RuntimeUnavailable(f"--runtime {runtime} loads {', '.join(RUNNERS[runtime].suffixes)} files only")
+        runner = runner_class_for(path, runtime)(threads=threads, device=device)
         runner.load(path)
         spec = runner.spec
         rec.update({"format": spec.format, "precision": spec.precision, "runtime": runner.info()})
-        if spec.weights_sha256 and spec.weights_sha256 != ref_sha:
+        distilled = (spec.metadata.get("distilled_from") or {}).get("sha256")  # QAT weights trained to match ref
+        if spec.weights_sha256 and spec.weights_sha256 != ref_sha and distilled != ref_sha:
             raise ArtifactError(f"exported from other weights (sha256 {spec.weights_sha256[:12]}...) than the "
                                 f"reference ({ref_sha[:12]}...); pass the same --weights to drift")
         t0 = time.perf_counter()
@@ -258,7 +264,11 @@ def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str
     art = Scored.of(probs, gt)
     rec.update(compare(art, ref, gt, names))
     if rec["precision"] == "int8":
-        rec["int8_blame"] = _blame_of(path)
+        from egeunet_deploy.calibration.blame import BLAME_INFO_KEY, BLAME_KEY
+
+        blame = _blame_of(path)
+        rec["int8_blame"] = blame.get(BLAME_KEY) if blame else None
+        rec["int8_blame_info"] = blame.get(BLAME_INFO_KEY) if blame else None
     rec["seconds"] = seconds
     rec["images_per_s"] = len(images) / seconds if seconds > 0 else None
     limits = tolerance_for(tol, rec["format"], rec["precision"])
@@ -276,12 +286,12 @@ def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str
     return rec, art
 
 
-def _blame_of(path: Path) -> list[dict] | None:
-    """The int8 blame ranking the export stored with an int8 artifact (worst block first), if any."""
-    from egeunet_deploy.calibration.blame import BLAME_KEY, read_blame
+def _blame_of(path: Path) -> dict | None:
+    """The int8 blame record the export stored with an int8 artifact (ranking, worst block first, and where it was
+    measured), if any."""
+    from egeunet_deploy.calibration.blame import read_blame
 
-    blame = read_blame(path)
-    return blame.get(BLAME_KEY) if blame else None
+    return read_blame(path)
 
 
 def run_drift(
@@ -297,6 +307,7 @@ def run_drift(
     progress: bool = True,
     loaded=None,
     skip_bad: bool = False,
+    runtime: str | None = None,
 ) -> dict:
     """Run the reference and every artifact on one split; write drift.json, report.html and PNGs to ``out``
     (replaced whole, see :func:`write_drift_report`).
@@ -313,6 +324,8 @@ def run_drift(
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (got {limit})")
+    if runtime is not None and runtime not in RUNNERS:
+        raise ValueError(f"unknown --runtime {runtime!r}; known: {', '.join(sorted(RUNNERS))}")
     if threads is not None:
         parse_threads([threads])  # more threads than cores: ONNX Runtime would allocate until memory runs out
     tol = load_tolerances(tolerance)
@@ -348,7 +361,8 @@ def run_drift(
 
         it = tqdm(paths, desc="drift", unit="artifact")
     for path in it:
-        rec, art = run_artifact(Path(path), images, gt, names, ref, ref_sha, tol, threads, device, progress)
+        rec, art = run_artifact(Path(path), images, gt, names, ref, ref_sha, tol, threads, device, progress, runtime)
+        rec.update(placement_keys(path))  # where else it runs: Ethos-U NPU (Vela) and MCU (TFLite Micro)
         report["artifacts"].append(rec)
         if art is not None:
             scored[rec["name"]] = art
@@ -409,7 +423,9 @@ def _write_report_files(report: dict, out: Path, data_set, ref: Scored, scored: 
     for index, rec in enumerate(report["artifacts"]):
         art = scored.get(rec["name"])
         if art is not None and rec.get("worst"):
-            rec["overlay_png"] = rep.worst_overlays(rec, data_set, ref, art, out, tag=f"{index:02d}")
+            png = rep.worst_overlays(rec, data_set, ref, art, out, tag=f"{index:02d}")
+            if png:
+                rec["overlay_png"] = png
         if rec.get("int8_blame"):
             rec["blame_png"] = rep.blame_figure(rec, out, tag=f"{index:02d}")
     report["figures"] = figures

@@ -115,7 +115,7 @@ def test_cli_errors(onnx_fp32, tmp_path, capsys):
     assert "no runtime for '.engine'" in capsys.readouterr().err
     assert main(["bench", "--artifact", str(onnx_fp32), "--use-gpu", "--no-progress"]) == 2
     assert "--device android" in capsys.readouterr().err
-    assert main(["bench", "--artifact", str(onnx_fp32), "--threads", "0", "--no-progress"]) == 2
+    assert main(["bench", "--artifact", str(onnx_fp32), "--threads", "-1", "--no-progress"]) == 2  # 0: all cores
 
 
 @pytest.mark.parametrize("extra, message", [
