@@ -27,7 +27,6 @@ from egeunet_deploy.model.contract import binarize
 from egeunet_deploy.model.metrics import SIZE_BINS, Confusion, dice, per_image_scores, size_strata
 
 from .base import RUNNERS, ArtifactError, RuntimeUnavailable, check_output_path, host_info, runner_class_for
-from .where import placement_keys
 
 TOLERANCE_FIELDS = ("delta_dsc_abs_max", "delta_miou_abs_max", "agreement_dsc_min", "prob_abs_max")
 N_WORST = 8
@@ -223,28 +222,23 @@ def _fmt_prec_guess(path: Path) -> tuple[str, str]:
     fmt = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml", ".mlmodel": "coreml"}.get(
         path.suffix.lower(), path.suffix.lstrip("."))
     stem = path.stem.lower()
-    prec = next((p for p in ("fp32", "fp16", "int8-full", "int8w", "int8") if p in stem), "unknown")
+    prec = next((p for p in ("fp32", "fp16", "int8") if p in stem), "unknown")
     return fmt, prec
 
 
 def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str], ref: Scored, ref_sha: str,
-                 tol: dict, threads: int | None, device: str, progress: bool,
-                 runtime: str | None = None) -> tuple[dict, Scored | None]:
-    """Run and judge one artifact; runtime or artifact problems become a failed (or skipped) row, never a crash.
-    ``runtime`` (``--runtime``) names the runner; artifacts of a kind it does not load are skipped rows."""
+                 tol: dict, threads: int | None, device: str, progress: bool) -> tuple[dict, Scored | None]:
+    """Run and judge one artifact; runtime or artifact problems become a failed (or skipped) row, never a crash."""
     fmt, prec = _fmt_prec_guess(path)
     rec: dict = {"file": str(path), "name": path.name, "format": fmt, "precision": prec, "status": None,
                  "passed": None, "reason": None}
     runner = None
     try:
-        if runtime is not None and path.suffix.lower() not in RUNNERS[runtime].suffixes:
-            raise RuntimeUnavailable(f"--runtime {runtime} loads {', '.join(RUNNERS[runtime].suffixes)} files only")
-        runner = runner_class_for(path, runtime)(threads=threads, device=device)
+        runner = runner_class_for(path)(threads=threads, device=device)
         runner.load(path)
         spec = runner.spec
         rec.update({"format": spec.format, "precision": spec.precision, "runtime": runner.info()})
-        distilled = (spec.metadata.get("distilled_from") or {}).get("sha256")  # QAT weights trained to match ref
-        if spec.weights_sha256 and spec.weights_sha256 != ref_sha and distilled != ref_sha:
+        if spec.weights_sha256 and spec.weights_sha256 != ref_sha:
             raise ArtifactError(f"exported from other weights (sha256 {spec.weights_sha256[:12]}...) than the "
                                 f"reference ({ref_sha[:12]}...); pass the same --weights to drift")
         t0 = time.perf_counter()
@@ -307,7 +301,6 @@ def run_drift(
     progress: bool = True,
     loaded=None,
     skip_bad: bool = False,
-    runtime: str | None = None,
 ) -> dict:
     """Run the reference and every artifact on one split; write drift.json, report.html and PNGs to ``out``
     (replaced whole, see :func:`write_drift_report`).
@@ -324,8 +317,6 @@ def run_drift(
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (got {limit})")
-    if runtime is not None and runtime not in RUNNERS:
-        raise ValueError(f"unknown --runtime {runtime!r}; known: {', '.join(sorted(RUNNERS))}")
     if threads is not None:
         parse_threads([threads])  # more threads than cores: ONNX Runtime would allocate until memory runs out
     tol = load_tolerances(tolerance)
@@ -361,8 +352,7 @@ def run_drift(
 
         it = tqdm(paths, desc="drift", unit="artifact")
     for path in it:
-        rec, art = run_artifact(Path(path), images, gt, names, ref, ref_sha, tol, threads, device, progress, runtime)
-        rec.update(placement_keys(path))  # where else it runs: Ethos-U NPU (Vela) and MCU (TFLite Micro)
+        rec, art = run_artifact(Path(path), images, gt, names, ref, ref_sha, tol, threads, device, progress)
         report["artifacts"].append(rec)
         if art is not None:
             scored[rec["name"]] = art
