@@ -8,6 +8,11 @@ from pathlib import Path
 
 from .args import NO_PROGRESS_HELP, THREADS_MEANING, all_cores, comma_names, path_arg, thread_count, thread_counts
 
+VELA_DEVICES = ("ethos-u55-256", "ethos-u65-512", "ethos-u85-256")
+"""``egeunet bench --device`` names that compile with Arm's Vela (``runtimes.vela.CONFIGS``, checked by a test)."""
+RUNTIME_HELP = ("runner by name instead of the default for each file's kind, e.g. tflm (TensorFlow Lite Micro's "
+                "reference kernels, full-integer .tflite only); `egeunet doctor` lists them (default: by suffix)")
+
 
 def register(sub) -> None:
     """Add the runtime sub-commands to the ``egeunet`` parser."""
@@ -32,6 +37,7 @@ def register(sub) -> None:
                    help=f"threads per runtime; {THREADS_MEANING} (default: each runtime's own choice)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA where a backend has it, else CPU (default auto)")
+    p.add_argument("--runtime", default=None, metavar="NAME", help=RUNTIME_HELP)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="only the first N images, for smoke runs (default: all)")
     p.add_argument("--skip-bad", action="store_true",
@@ -45,8 +51,11 @@ def register(sub) -> None:
     p.add_argument("--artifact", type=path_arg, action="append", required=True, metavar="FILE",
                    help="artifact or PyTorch weights; repeat to compare (timed interleaved in one process); "
                         "required")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "android"),
-                   help="auto: CUDA where present, else CPU, and says which (default auto)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "android", *VELA_DEVICES),
+                   help="auto: CUDA where present, else CPU, and says which (default auto); "
+                        f"{', '.join(VELA_DEVICES)}: Arm's Vela compiles the artifact for that Ethos-U NPU and "
+                        "prints its estimate (not a measurement)")
+    p.add_argument("--runtime", default=None, metavar="NAME", help=RUNTIME_HELP)
     p.add_argument("--threads", default="1", metavar="N[,N...]",
                    help=f"comma-separated thread counts, e.g. 1,2,4; {THREADS_MEANING} (default 1)")
     p.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per artifact and thread count "
@@ -132,7 +141,7 @@ def cmd_drift(args) -> int:
     threads = all_cores() if args.threads == 0 else args.threads
     report = run_drift(args.artifacts, args.data, split=args.split, out=out, tolerance=args.tolerance,
                        weights=args.weights, threads=threads, device=args.device, limit=args.limit,
-                       progress=not args.no_progress, skip_bad=args.skip_bad)
+                       progress=not args.no_progress, skip_bad=args.skip_bad, runtime=args.runtime)
     print("\n".join(summary_lines(report)))
     print(f"report: {out / 'report.html'}  json: {out / 'drift.json'}")
     skipped = report["summary"]["skipped"]
@@ -150,11 +159,13 @@ def cmd_bench(args) -> int:
     from egeunet_deploy.runtimes import bench as b
     from egeunet_deploy.runtimes.base import check_output_path
 
+    if args.device in VELA_DEVICES:
+        return _bench_vela(args)
     # every check that takes no time, before anything is loaded or measured
     threads = b.parse_threads(args.threads if args.device == "android" else thread_counts(args.threads),
                               args.device)
     b.check_budget(args.runs, args.warmup, args.e2e_runs)
-    artifacts = b.check_artifact_paths(args.artifact)
+    artifacts = b.check_artifact_paths(args.artifact, args.runtime)
     plot = args.plot or (args.json.with_suffix(".png") if args.json else Path("bench.png"))
     for option, path in (("--json", args.json), ("--plot", plot if len(artifacts) > 1 else None)):
         if path is not None:
@@ -171,11 +182,11 @@ def cmd_bench(args) -> int:
     else:
         if args.use_gpu or args.use_nnapi or args.benchmark_binary or args.serial:
             raise ValueError("--serial/--benchmark-binary/--use-gpu/--use-nnapi need --device android")
-        for line in b.accelerator_notes(artifacts, verbose=args.verbose):
+        for line in b.accelerator_notes(artifacts, verbose=args.verbose, runtime=args.runtime):
             print(line)
         records = b.bench_host(artifacts, threads=threads, runs=args.runs, warmup=args.warmup,
                                device=args.device, e2e_runs=args.e2e_runs, image=args.image,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, runtime=args.runtime)
     b.check_measured(records)
     print("\n".join(b.summary_lines(records)))
     for line in b.ratio_lines(records):
@@ -190,6 +201,35 @@ def cmd_bench(args) -> int:
 
         bench_figure(measured, plot)
         print(f"plot: {plot}")
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
+def _bench_vela(args) -> int:
+    """``egeunet bench --device ethos-u55-256``: Vela's compile and estimate per artifact, never a timing."""
+    from egeunet_deploy.model.checkpoint import atomic_write_bytes
+    from egeunet_deploy.runtimes import vela
+    from egeunet_deploy.runtimes.base import check_output_path
+
+    if args.runtime or args.serial or args.benchmark_binary or args.use_gpu or args.use_nnapi:
+        raise ValueError(f"--device {args.device} compiles with Vela: --runtime, --serial, --benchmark-binary, "
+                         f"--use-gpu and --use-nnapi do not apply")
+    artifacts = [Path(a) for a in args.artifact]
+    for a in artifacts:
+        if not a.is_file():
+            raise FileNotFoundError(f"artifact not found: {a}")
+    if args.json:
+        check_output_path(args.json, "--json")
+    records = vela.bench_vela(artifacts, args.device)
+    if any(r["estimate"] for r in records):  # else the error below says it once
+        print("\n".join(vela.summary_lines(records)))
+    if args.json:
+        payload = records[0] if len(records) == 1 else records
+        atomic_write_bytes(args.json, json.dumps(payload, indent=2).encode())
+        print(f"json: {args.json}")
+    if not any(r["estimate"] for r in records):
+        reasons = [r["reason"] for r in records]
+        raise ValueError(reasons[0] if len(reasons) == 1 else
+                         "no artifact could be compiled:\n  " + "\n  ".join(reasons))
     return 0 if all(r["status"] == "ok" for r in records) else 1
 
 

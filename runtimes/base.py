@@ -166,6 +166,7 @@ class Runner(ABC):
     distribution: ClassVar[str]  # pip distribution whose version is reported
     suffixes: ClassVar[tuple[str, ...]]  # artifact suffixes this runner loads
     default_batch: ClassVar[int] = 16  # images per call when the graph's batch is dynamic
+    by_suffix: ClassVar[bool] = True  # False: never picked by suffix alone, only by name (--runtime)
 
     def __init__(self, threads: int | None = None, device: str = "auto", **options) -> None:
         if threads is not None and threads < 1:
@@ -288,10 +289,18 @@ def artifact_kind(path: Path | str) -> str:
     return Path(path).suffix.lower()
 
 
-def runner_class_for(path: Path | str) -> type[Runner]:
+def runner_class_for(path: Path | str, backend: str | None = None) -> type[Runner]:
+    """The runner for an artifact: the one named by ``backend`` (``--runtime``), else the default for its suffix."""
     kind = artifact_kind(path)
+    if backend is not None:
+        if backend not in RUNNERS:
+            raise ValueError(f"unknown runtime {backend!r}; known: {', '.join(sorted(RUNNERS))}")
+        cls = RUNNERS[backend]
+        if kind not in cls.suffixes:
+            raise ValueError(f"{path}: runtime {backend!r} loads {', '.join(cls.suffixes)} files, not '{kind}'")
+        return cls
     for cls in RUNNERS.values():
-        if kind in cls.suffixes:
+        if kind in cls.suffixes and cls.by_suffix:
             return cls
     known = sorted({s for cls in RUNNERS.values() for s in cls.suffixes})
     raise ValueError(f"{path}: no runtime for '{kind}' files (known: {', '.join(known)})")

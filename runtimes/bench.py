@@ -68,16 +68,16 @@ def check_budget(runs: int, warmup: int, e2e_runs: int | None = None) -> None:
             raise ValueError(f"{option} must be >= {least} (got {value})")
 
 
-def check_artifact_paths(artifacts: list[Path | str]) -> list[Path]:
-    """Every ``--artifact`` exists, is a file (or a folder artifact: a Core ML ``.mlpackage``) and has a runtime;
-    checked before anything is loaded or measured."""
+def check_artifact_paths(artifacts: list[Path | str], runtime: str | None = None) -> list[Path]:
+    """Every ``--artifact`` exists, is a file (or a folder artifact: a Core ML ``.mlpackage``) and has a runtime
+    (``runtime``: that one, e.g. ``tflm``, must load its kind); checked before anything is loaded or measured."""
     paths = [Path(a) for a in artifacts]
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"artifact not found: {p}")
         if p.is_dir() and artifact_kind(p) not in FOLDER_SUFFIXES:
             raise ValueError(f"--artifact takes a file; {p} is a folder")
-        runner_class_for(p)  # unknown suffix
+        runner_class_for(p, runtime)  # unknown suffix, or one the chosen runtime does not load
     return paths
 
 
@@ -200,13 +200,15 @@ def bench_host(
     e2e_runs: int | None = None,
     image: Path | str | None = None,
     progress: bool = True,
+    runtime: str | None = None,
 ) -> list[dict]:
-    """Benchmark artifacts (and/or PyTorch .pt weights) on this host, interleaved; one record per artifact."""
+    """Benchmark artifacts (and/or PyTorch .pt weights) on this host, interleaved; one record per artifact.
+    ``runtime`` names the runner (e.g. ``tflm``) instead of the default for each suffix."""
     check_budget(runs, warmup, e2e_runs)
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"host benchmark device must be auto, cpu or cuda, got {device!r}")
     threads = parse_threads(threads, device)
-    paths = check_artifact_paths(artifacts)
+    paths = check_artifact_paths(artifacts, runtime)
     from egeunet_deploy.model.contract import resize_rgb
     from egeunet_deploy.model.imageio import read_rgb
 
@@ -228,7 +230,7 @@ def bench_host(
         for rec, p in zip(records, paths, strict=True):
             if rec["status"] in ("skipped", "error"):
                 continue
-            cls = runner_class_for(p)
+            cls = runner_class_for(p, runtime)
             gc.collect()
             rss0 = current_rss_mb()
             runner = cls(threads=t, device=device)
@@ -314,13 +316,13 @@ def check_measured(records: list[dict]) -> None:
     raise ValueError(f"none of the {len(reasons)} artifacts could be benchmarked:\n  " + "\n  ".join(reasons))
 
 
-def accelerator_notes(paths: list[Path], verbose: bool = False) -> list[str]:
+def accelerator_notes(paths: list[Path], verbose: bool = False, runtime: str | None = None) -> list[str]:
     """What accelerators the backends of these artifacts have, so a CPU-only run says so plainly: a present one gets
     its own line; the absent ones share one short line (``verbose``: one line each, with the reason)."""
     present, absent = [], []
     seen = set()
     for p in paths:
-        cls = runner_class_for(p)
+        cls = runner_class_for(p, runtime)
         if cls.backend in seen:
             continue
         seen.add(cls.backend)
@@ -375,6 +377,11 @@ def summary_lines(records: list[dict]) -> list[str]:
                  "+MB = RSS the runner added at load, peakMB = whole process")
     if any(r.get("host") for r in records):
         lines.append(machine_load_line(records))
+    for r in records:  # TFLite Micro: the RAM an MCU must give it
+        arena = (r.get("runtime") or {}).get("arena_bytes")
+        if arena:
+            lines.append(f"{r['name']}: TFLite Micro tensor arena {arena:,} bytes ({arena / 1024:.0f} KiB); host "
+                         f"latency of its reference kernels, not an MCU's")
     warning = contention_warning(records)
     if warning:
         lines.append(warning)

@@ -27,6 +27,7 @@ from egeunet_deploy.model.contract import binarize
 from egeunet_deploy.model.metrics import SIZE_BINS, Confusion, dice, per_image_scores, size_strata
 
 from .base import RUNNERS, ArtifactError, RuntimeUnavailable, check_output_path, host_info, runner_class_for
+from .where import placement_keys
 
 TOLERANCE_FIELDS = ("delta_dsc_abs_max", "delta_miou_abs_max", "agreement_dsc_min", "prob_abs_max")
 N_WORST = 8
@@ -227,14 +228,18 @@ def _fmt_prec_guess(path: Path) -> tuple[str, str]:
 
 
 def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str], ref: Scored, ref_sha: str,
-                 tol: dict, threads: int | None, device: str, progress: bool) -> tuple[dict, Scored | None]:
-    """Run and judge one artifact; runtime or artifact problems become a failed (or skipped) row, never a crash."""
+                 tol: dict, threads: int | None, device: str, progress: bool,
+                 runtime: str | None = None) -> tuple[dict, Scored | None]:
+    """Run and judge one artifact; runtime or artifact problems become a failed (or skipped) row, never a crash.
+    ``runtime`` (``--runtime``) names the runner; artifacts of a kind it does not load are skipped rows."""
     fmt, prec = _fmt_prec_guess(path)
     rec: dict = {"file": str(path), "name": path.name, "format": fmt, "precision": prec, "status": None,
                  "passed": None, "reason": None}
     runner = None
     try:
-        runner = runner_class_for(path)(threads=threads, device=device)
+        if runtime is not None and path.suffix.lower() not in RUNNERS[runtime].suffixes:
+            raise RuntimeUnavailable(f"--runtime {runtime} loads {', '.join(RUNNERS[runtime].suffixes)} files only")
+        runner = runner_class_for(path, runtime)(threads=threads, device=device)
         runner.load(path)
         spec = runner.spec
         rec.update({"format": spec.format, "precision": spec.precision, "runtime": runner.info()})
@@ -301,6 +306,7 @@ def run_drift(
     progress: bool = True,
     loaded=None,
     skip_bad: bool = False,
+    runtime: str | None = None,
 ) -> dict:
     """Run the reference and every artifact on one split; write drift.json, report.html and PNGs to ``out``
     (replaced whole, see :func:`write_drift_report`).
@@ -317,6 +323,8 @@ def run_drift(
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (got {limit})")
+    if runtime is not None and runtime not in RUNNERS:
+        raise ValueError(f"unknown --runtime {runtime!r}; known: {', '.join(sorted(RUNNERS))}")
     if threads is not None:
         parse_threads([threads])  # more threads than cores: ONNX Runtime would allocate until memory runs out
     tol = load_tolerances(tolerance)
@@ -352,7 +360,8 @@ def run_drift(
 
         it = tqdm(paths, desc="drift", unit="artifact")
     for path in it:
-        rec, art = run_artifact(Path(path), images, gt, names, ref, ref_sha, tol, threads, device, progress)
+        rec, art = run_artifact(Path(path), images, gt, names, ref, ref_sha, tol, threads, device, progress, runtime)
+        rec.update(placement_keys(path))  # where else it runs: Ethos-U NPU (Vela) and MCU (TFLite Micro)
         report["artifacts"].append(rec)
         if art is not None:
             scored[rec["name"]] = art
