@@ -264,6 +264,9 @@ def verdict_text(result: dict, drift: dict | None) -> str:
         ran = s["passed"] + s["failed"] + s["error"]
         parts.append(f"{s['passed']} of the {ran} artifacts that run on this host stay within tolerance of the "
                      f"PyTorch model on {drift['n_images']} images of [{result['split']}]")
+        bad = [r["name"] for r in rows if r["status"] in ("failed", "error")]
+        if bad:
+            parts.append(f"not within it: {', '.join(bad)}")
         if s["skipped"]:
             kinds = sorted({r["format"] for r in rows if r["status"] == "skipped"})
             parts.append(f"{s['skipped']} exported but not run here ({', '.join(kinds)}: see the notes)")

@@ -21,7 +21,8 @@ import numpy as np
 from egeunet_deploy.model.figures import GT_RGB, PRED_RGB, difference_map, image_grid, plt, save_png  # sets Agg
 from egeunet_deploy.model.predict import overlay
 
-STATUS_COLORS = {"passed": "#1a7f37", "failed": "#cf222e", "error": "#cf222e", "skipped": "#9a6700"}
+STATUS_COLORS = {"passed": "#1a7f37", "failed": "#cf222e", "error": "#cf222e", "skipped": "#9a6700",
+                 "export failed": "#cf222e"}
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#1f2328}
 h1{font-size:1.6em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;margin-top:1.6em}
@@ -334,10 +335,19 @@ def device_choices(rows: list[dict]) -> list[dict]:
             if not any(key in r for r in rows):
                 continue
             runs = [r for r in rows if (r.get(key) or {}).get("runs")]
+            # never recommend an artifact that failed drift; one drift could not run here is "not checked"
             passed = [r for r in runs if r.get("drift_status") == "passed"]
-            row = fastest_then_smallest(passed or runs, latency=lambda r, k=key: (r.get(k) or {}).get("ms"))
-            why = f"fastest on the {key.upper()} among the artifacts that run there (ties within 10%: the smallest)"
-            checked = (row.get(key) or {}).get("note", "") if row else ""
+            unchecked = [r for r in runs if r.get("drift_status") in (None, "skipped")]
+            row = fastest_then_smallest(passed or unchecked, latency=lambda r, k=key: (r.get(k) or {}).get("ms"))
+            why = (f"fastest on the {key.upper()} among the artifacts that run there and did not fail drift "
+                   f"(ties within 10%: the smallest); {(row.get(key) or {}).get('note', '')}" if row else "")
+            if row:
+                checked = "drift passed" if row in passed else "drift not run here"
+            elif runs:
+                failed = ", ".join(f"{r.get('file')} (drift {r.get('drift_status')})" for r in runs)
+                checked = f"none that passed drift; runs there but failed: {failed}"
+            else:
+                checked = "no artifact of this run can run there"
         out.append({"key": key, "device": device, "row": row, "why": why if row else "", "checked": checked})
     return out
 
@@ -350,7 +360,7 @@ def device_summary(rows: list[dict], notes: Footnotes | None = None) -> str:
     for c in device_choices(rows):
         r = c["row"]
         if r is None:
-            body.append([c["device"], "-", "-", "-", "-", "-", "none exported in this run"])
+            body.append([c["device"], "-", "-", "-", "-", "-", c["checked"] or "none exported in this run"])
             continue
         ms = (r.get(c["key"]) or {}).get("ms") if c["key"] in ACCELERATOR_KEYS else p50_at(r)
         body.append([c["device"], Raw(f"<b>{esc(r.get('file'))}</b>{notes.mark(c['why'])}"),
@@ -371,16 +381,21 @@ def summary_table(rows: list[dict], notes: Footnotes) -> str:
         status = r.get("drift_status") if r.get("export_ok") else r.get("export_status", "failed")
         reason = r.get("drift_reason") or (r.get("export_error") if not r.get("export_ok") else "") or ""
         verdict = "reference" if status == "reference" else status_badge(status if status else "not run")
-        if not r.get("export_ok"):
-            verdict = status_badge("export " + (status or "failed"))
+        if not r.get("export_ok"):  # "skipped": this OS cannot build it; "failed": the converter failed
+            verdict = status_badge("not built" if status == "skipped" else "export failed")
         cells = [Raw(esc(r.get("file") or f"{r.get('target')} {r.get('precision')}")), r.get("precision"),
                  _f(r["size_bytes"] / 1024, ".0f") if r.get("size_bytes") else "-", _f(r.get("dsc")),
                  _d(r.get("delta_dsc")), _f(r.get("agreement")),
                  *[_f(p50_at(r, t), ".2f") for t in threads], Raw(verdict + notes.mark(reason))]
-        for k in extra:
+        for k in extra:  # "yes" gets its note as a footnote; "no" (most rows) keeps its reason in a tooltip
             v = r.get(k)
-            cells.append(Raw("-" if v is None else ("yes" if v.get("runs") else "no")
-                             + (f", {v['ms']:.2f} ms" if v.get("ms") is not None else "") + notes.mark(v.get("note"))))
+            if v is None:
+                cells.append("-")
+            elif v.get("runs"):
+                ms = f", {v['ms']:.2f} ms" if v.get("ms") is not None else ""
+                cells.append(Raw(f"yes{ms}{notes.mark(v.get('note'))}"))
+            else:
+                cells.append(Raw(f"<span title='{esc(v.get('note') or '')}'>no</span>"))
         body.append(cells)
     headers = ["artifact", "precision", "size KB", "DSC", "ΔDSC", "agreement",
                *[f"p50 ms, {t} thr" for t in threads], "drift", *[k.upper() for k in extra]]

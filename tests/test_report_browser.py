@@ -33,10 +33,13 @@ PROBE = """
 window.addEventListener('load', () => {
   const table = document.querySelector('table.summary');
   const box = table ? table.getBoundingClientRect() : null;
+  const devices = document.querySelector('table.devices');
+  const dbox = devices ? devices.getBoundingClientRect() : null;
   const images = [...document.images].map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}));
   const out = {
     width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight,
     viewport: window.innerWidth, summary_right: box ? box.right : null, summary_bottom: box ? box.bottom : null,
+    summary_top: box ? box.top : null, devices_bottom: dbox ? dbox.bottom : null,
     summary_scroll: table ? table.scrollWidth : null, images: images,
     verdict: (document.querySelector('.verdict') || {}).textContent || null,
     devices: (document.querySelector('table.devices') || {}).textContent || null,
@@ -144,7 +147,9 @@ def test_report_renders_answers_first_and_fits(browser, deployed):
     report = deployed / "report.html"
     wide = measure(report, 1400, browser=browser)
     assert "PASSED" in wide["verdict"] or "FAILED" in wide["verdict"]
-    assert wide["summary_bottom"] is not None and wide["summary_bottom"] < 900  # the summary is on the first screen
+    # the first screen (900 px): the verdict, the whole device table, and the start of the every-artifact table
+    assert wide["devices_bottom"] is not None and wide["devices_bottom"] < 900, wide["devices_bottom"]
+    assert wide["summary_top"] is not None and wide["summary_top"] < 900, wide["summary_top"]
     # which artifact for which device, on the first screen too: an ONNX one for desktop CPUs, Core ML for Apple
     assert re.search(r"ONNX Runtime\)egeunet_(fp32|int8)\.onnx", wide["devices"]), wide["devices"]
     assert re.search(r"Core ML\)egeunet_fp32\.mlpackage", wide["devices"]), wide["devices"]
@@ -191,7 +196,8 @@ if __name__ == "__main__":  # measure a report by hand: python tests/test_report
         m.pop("dom")
         broken = [i["src"] for i in m.pop("images") if not i["ok"]]
         print(f"window {w}px: page {m['width']} x {m['height']} px, summary table right edge {m['summary_right']}, "
-              f"bottom {m['summary_bottom']}; broken images {broken}")
+              f"top {m['summary_top']}, bottom {m['summary_bottom']}; device table bottom {m['devices_bottom']}; "
+              f"broken images {broken}")
     print(f"unresolved links: {unresolved_links(a.report)}")
     if a.screenshot:
         screenshot(a.report, a.screenshot)
