@@ -15,7 +15,8 @@ How (:func:`third_party_to_log`, used by ``egeunet`` for every command unless ``
   ``warnings.warn`` made by another package). Stdlib plumbing (``warnings``, ``logging``, ``tqdm``) is looked
   through to the module that asked for the write.
 - at the end the log is moved next to the command's output (``deploy``: ``OUT/deploy.log``, ``export``:
-  ``OUT/export.log``, ``drift``: ``REPORT_DIR.log``), named in one line, or deleted when nothing was written.
+  ``OUT/export.log``, ``drift``: ``REPORT_DIR.log``, ``bench --json F``: ``F.log``; other commands:
+  ``<tmp>/egeunet-<command>.log``, the last run's), named in one line, or deleted when nothing was written.
 
 :class:`ExportLog` folds the export's per-block ``int8 blame: quantizing only <block>`` lines into one progress bar
 (a terminal) or one summary line (a file or pipe).
@@ -187,7 +188,7 @@ def third_party_to_log(command: str, destination: Callable[[], Path | None] | No
             f.close()
         for d in fds:
             os.close(d)
-        _file_the_log(Path(tmp), destination)
+        _file_the_log(Path(tmp), destination, command)
 
 
 def _pause_tqdm_monitor():
@@ -208,12 +209,15 @@ def _restore_tqdm_monitor(before) -> None:
         tqdm.tqdm.monitor_interval = before
 
 
-def _file_the_log(tmp: Path, destination: Callable[[], Path | None] | None) -> None:
-    """Move a non-empty log to its destination and say where; delete an empty one."""
+def _file_the_log(tmp: Path, destination: Callable[[], Path | None] | None, command: str) -> None:
+    """Move a non-empty log to its destination (a command without an output folder: ``<tmp>/egeunet-<command>.log``,
+    the last run's, so runs do not pile up) and say where; delete an empty one."""
     try:
         final = destination() if destination else None
     except Exception:  # a destination that cannot be worked out must not turn a finished run into a crash
         final = None
+    if final is None or not final.parent.is_dir():
+        final = Path(tempfile.gettempdir()) / f"egeunet-{command}.log"
     if tmp.stat().st_size == 0:
         tmp.unlink()
         if final is not None and final.is_file():
