@@ -71,6 +71,14 @@ every op there as well (pool, resize, concat, GELU, mean) 0.986 / -0.0024 at the
 block but ``preprocess``/``encoder1`` 0.975 / -0.0038 at ~1.25x; every op everywhere 0.888 / -0.0153."""
 
 
+INT8_FULL_RECIPE = LiteRTInt8Recipe(name="aeq-a8w8-full-integer", float_ops=(), float_blocks=("preprocess",),
+                                    float_scopes=())
+"""Every quantizable op of every block int8 (int8 activations, per-channel int8 weights): the ``int8-full`` artifact.
+The only float ops left are the preprocessing ones that have no integer form on the targets (CAST, REDUCE_MIN/MAX,
+MAXIMUM, DIV): the graph's first ops. Its graph is the integer variant's rewrite (``FastEGEUNet(int8_friendly=True)``:
+centred GroupNorm statistics, whose full-resolution tensors survive int8)."""
+
+
 def block_pattern(block: str) -> str:
     """Regex matching the output tensor names of a block's ops. litert-torch names a tensor after the module path
     that produced it (``.../_EncoderStage_encoder1/..._ConvHolder_block;3``); the network's output tensor is renamed

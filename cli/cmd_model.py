@@ -43,6 +43,10 @@ def register(sub) -> None:
                         "(default paper)")
     p.add_argument("--init-weights", type=path_arg, default=None, metavar="W",
                    help="start from these weights (fine-tuning) instead of a fresh initialisation (default: fresh)")
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware fine-tune for the int8-full artifact: fake int8 on every op, the "
+                        "integer variant (sigmoid GELU, half-pixel upsampling), trained to reproduce --init-weights' "
+                        "masks (default off)")
     p.add_argument("--threads", type=thread_count, default=0, metavar="N",
                    help=f"CPU threads; {THREADS_MEANING} (default 0; divided among torchrun's processes)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
@@ -120,7 +124,7 @@ def cmd_train(args) -> int:
     given = {k: v for k, v in (("lr", args.lr), ("t_max", args.t_max), ("augment", args.augment)) if v is not None}
     cfg = TrainConfig(data=str(args.data.resolve()) if args.data else "", epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, limit=args.limit,
-                      skip_bad=args.skip_bad, **given,
+                      skip_bad=args.skip_bad, qat=args.qat, **given,
                       init_weights=str(args.init_weights.resolve()) if args.init_weights else None)
     out = args.resume or args.out
     train(cfg, out, resume=args.resume is not None, progress=not args.no_progress)

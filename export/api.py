@@ -26,15 +26,19 @@ from egeunet_deploy.model.checkpoint import load_model
 from .metadata import build_metadata, read_manifest, update_manifest
 from .wrappers import INPUT_NAME, OUTPUT_NAME, IOSpec
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8w")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-full", "int8w")
 PRECISION_HELP = {
     "fp32": "float32 weights and compute (the reference)",
     "fp16": "float16 weights (TFLite: dequantized at load on CPU; Core ML: float16 compute)",
-    "int8": "int8 calibrated on the calibration set (weights and activations of the quantized ops)",
+    "int8": "int8 calibrated on the calibration set, sensitive ops kept float (phone CPUs)",
+    "int8-full": "every op integer but the input's min-max stretch, int8 output (NPUs, TFLite Micro); "
+                 "defaults to the QAT weights",
     "int8w": "int8 weights only, float compute (Core ML linear_quantize_weights)",
 }
 OPTIONS = ("raw", "nhwc", "dynamic_batch")
-CALIBRATED = ("int8",)
+CALIBRATED = ("int8", "int8-full")
+INTEGER_WEIGHTS_DEFAULT = ("int8-full",)
+"""Precisions whose default weights are the quantization-aware fine-tune (``model.bundled.QAT_WEIGHTS``)."""
 
 
 class ExportUnavailable(ValueError):
@@ -83,7 +87,8 @@ class Target:
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx", "ONNX", ".onnx", ("fp32", "int8"), frozenset(OPTIONS), "NCHW",
            ("onnx", "onnxruntime", "onnxslim"), ("onnx", "onnxruntime", "onnxslim")),
-    Target("tflite", "TFLite (LiteRT)", ".tflite", ("fp32", "fp16", "int8"), frozenset({"raw", "nhwc"}), "NHWC",
+    Target("tflite", "TFLite (LiteRT)", ".tflite", ("fp32", "fp16", "int8", "int8-full"), frozenset({"raw", "nhwc"}),
+           "NHWC",
            ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
            ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")),
     Target("coreml", "Core ML (mlprogram)", ".mlpackage", ("fp32", "fp16", "int8w", "int8"),
@@ -224,7 +229,7 @@ def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path,
     ok, reason = t.precision_available(precision)
     if not ok:
         raise ExportUnavailable(f"{t.name} {precision}: {reason}")
-    net, ckpt = load_model(weights)  # before creating --out: bad weights leave no empty folder behind
+    net, ckpt = load_model(default_weights(precision, weights))  # before --out: bad weights leave no empty folder
     out_dir = ensure_writable(out_dir)
     read_manifest(out_dir)  # a damaged manifest fails now, not after the conversion has written the artifact
     spec = io_spec(t, raw, nhwc, dynamic_batch)
@@ -250,7 +255,7 @@ def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path,
         calibration_sha256=calib_record["sha256"] if calib_record else None, converter_packages=t.distributions,
         extra={"artifact": name, "weights_file": Path(ckpt["path"]).name, "model_cfg": _cfg(net),
                "gates_folded": True, "dynamic_batch": spec.dynamic_batch, "calibration": calib_record,
-               "quantization": None})
+               "quantization": None, "distilled_from": ckpt.get("distilled_from")})
     exporter = getattr(importlib.import_module(t.module), f"export_{t.name}")
     path = out_dir / name
     kwargs = {}
@@ -263,6 +268,16 @@ def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path,
     exporter(net, path, precision=precision, spec=spec, meta=meta, calib_images=calib_images, log=log, **kwargs)
     update_manifest(out_dir, path, meta)
     return path
+
+
+def default_weights(precision: str, weights=None):
+    """``weights`` as given, else the shipped weights for the precision: the QAT fine-tune for ``int8-full`` when it
+    is installed, the fp32 weights otherwise (None)."""
+    if weights is not None or precision not in INTEGER_WEIGHTS_DEFAULT:
+        return weights
+    from egeunet_deploy.model.bundled import QAT_WEIGHTS
+
+    return QAT_WEIGHTS if QAT_WEIGHTS.is_file() else None
 
 
 def _blame_set(data, split: str):

@@ -271,6 +271,8 @@ def update_manifest(out_dir: Path | str, artifact: Path | str, meta: dict) -> di
              "precision": meta["precision"], "preprocessing_in_graph": meta["preprocessing_in_graph"],
              "input": meta["input"], "output": meta["output"], "weights_sha256": meta["weights_sha256"],
              "calibration_sha256": meta.get("calibration_sha256"), "created_utc": meta["created_utc"]}
+    if meta.get("op_census"):  # full-integer artifacts: what an NPU compiler or TFLite Micro will meet
+        entry["op_census"] = meta["op_census"]
     path = out_dir / MANIFEST_NAME
     # The lock is the folder itself (flock on its descriptor), not a lock file: a ".manifest.json.lock" was left
     # behind, empty, by every export, and removing one after use would let two writers lock two different files.

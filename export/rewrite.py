@@ -46,19 +46,26 @@ from torch import nn
 
 from egeunet_deploy.model.contract import INPUT_HW, minmax_normalize
 from egeunet_deploy.model.ege_unet import DeployEGEUNet, EGEUNet
-from egeunet_deploy.model.layers import GAB, GHPA, ChannelLayerNorm
+from egeunet_deploy.model.layers import GAB, GHPA, ChannelLayerNorm, activation
 
 LAYOUTS = ("NCHW", "NHWC")
+MAX_CONCAT_INPUTS = 10
+"""TFLite Micro's CONCATENATION takes at most 10 inputs (``kMaxInputNum``): wider concatenations are nested."""
 
 
 class _Layout:
     """The handful of layout-dependent operations, so one forward serves both layouts."""
 
-    def __init__(self, layout: str) -> None:
+    def __init__(self, layout: str, act: str = "gelu", align_corners: bool = True) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
         self.nhwc = layout == "NHWC"
         self.c = 3 if self.nhwc else 1
+        self.act_kind, self.align_corners = act, align_corners
+
+    def act(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's activation (erf GELU, or the integer variant's sigmoid form: ``ModelCfg.act``)."""
+        return activation(x, self.act_kind)
 
     def vec(self, v: torch.Tensor) -> torch.Tensor:
         """A per-channel vector (C,) or a per-image one (N, C) as a tensor that broadcasts against activations."""
@@ -105,12 +112,16 @@ class _Layout:
     def resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(self.hw(x)) == tuple(size):
             return x  # align_corners=True to the same size is the identity
-        return self._nchw(lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=True), x)
+        ac = self.align_corners
+        return self._nchw(lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=ac), x)
 
     def hw(self, x: torch.Tensor) -> tuple[int, int]:
         return (x.shape[1], x.shape[2]) if self.nhwc else (x.shape[2], x.shape[3])
 
     def cat(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        if len(xs) > MAX_CONCAT_INPUTS:  # nested in runs of at most 10 (the same tensor)
+            step = -(-len(xs) // -(-len(xs) // MAX_CONCAT_INPUTS))
+            xs = [torch.cat(xs[i : i + step], dim=self.c) for i in range(0, len(xs), step)]
         return torch.cat(xs, dim=self.c)
 
     def split(self, x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
@@ -253,11 +264,12 @@ class _FastGHPA(nn.Module):
         g = self.group
         n = self.norm1(lay, x) * lay.vec(self.n1_w) + lay.vec(self.n1_b)
         x1, x2, x3, x4 = lay.split(n, [g] * 4)
-        y4 = lay.conv(F.gelu(lay.conv(x4, self.dw_pw_w, self.dw_pw_b)), self.dw_dw_w, self.dw_dw_b, padding=1, groups=g)
+        y4 = lay.conv(lay.act(lay.conv(x4, self.dw_pw_w, self.dw_pw_b)), self.dw_dw_w, self.dw_dw_b, padding=1,
+                      groups=g)
         y = lay.cat([x1 * self.gate0, x2 * self.gate1, x3 * self.gate2, y4])
         y = self.norm2(lay, y) * lay.vec(self.n2_w) + lay.vec(self.n2_b)
         c = y.shape[lay.c]
-        y = F.gelu(lay.conv(y, self.ldw_dw_w, self.ldw_dw_b, padding=1, groups=c))
+        y = lay.act(lay.conv(y, self.ldw_dw_w, self.ldw_dw_b, padding=1, groups=c))
         return lay.conv(y, self.ldw_pw_w, self.ldw_pw_b)
 
 
@@ -396,10 +408,10 @@ class _EncoderStage(nn.Module):
     def forward(self, lay: _Layout, x: torch.Tensor) -> torch.Tensor:
         y = self.block(lay, x)
         if self.gn is None:  # encoder6: no norm, no pool
-            return F.gelu(y)
+            return lay.act(y)
         a, b = self.gn(lay, y)
         pooled = lay.pool2(y) if self.phases == 1 else lay.phase_max(y, self.phases)
-        return F.gelu(pooled * a + b)
+        return lay.act(pooled * a + b)
 
 
 class _PhaseConv(nn.Module):
@@ -457,7 +469,7 @@ class _DecoderStage(nn.Module):
         if self.up:
             h, w = lay.hw(y)
             y = lay.resize(y, (2 * h, 2 * w))
-        y = F.gelu(y)
+        y = lay.act(y)
         if self.head:
             mask, logit = lay.split(self.gt(lay, y), [1, 1])
             return y, mask, logit
@@ -493,9 +505,9 @@ class FastEGEUNet(nn.Module):
     def __init__(self, net: EGEUNet, input_hw: tuple[int, int] = INPUT_HW, layout: str = "NHWC",
                  int8_friendly: bool = False, phase_encoder1: bool = True) -> None:
         super().__init__()
-        self.lay = _Layout(layout)
-        self.layout = layout
         src = DeployEGEUNet(copy.deepcopy(net).eval(), input_hw=input_hw).net
+        self.lay = _Layout(layout, src.act, src.align_corners)
+        self.layout = layout
         if not (src.bridge and src.gt_ds):
             raise ValueError("FastEGEUNet supports the full EGE-UNet (bridge=True, gt_ds=True); export other variants "
                              "through DeployEGEUNet")

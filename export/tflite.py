@@ -33,7 +33,9 @@ from .rewrite import fast_module
 from .wrappers import INPUT_NAME, OUTPUT_NAME, IOSpec, NamedOutput, deploy_module
 
 SIGNATURE = "serving_default"
-GRAPHS = ("fast", "deploy")
+GRAPHS = ("fast", "deploy", "int8")
+"""``fast``: the rewrite (every float artifact); ``deploy``: the plain DeployEGEUNet (benchmarks' baseline); ``int8``:
+the rewrite with centred GroupNorm statistics, the graph the full-integer artifact quantizes whole."""
 FLOAT_CHECK_MAX_ABS = 1e-4
 """Largest probability difference the converted float graph may show against the torch module it came from."""
 _FLOAT_CACHE: dict[tuple, bytes] = {}
@@ -42,8 +44,8 @@ _CACHE_SIZE = 4
 
 def converted_module(net: EGEUNet, spec: IOSpec, graph: str = "fast"):
     """The torch module litert-torch converts: the rewrite (default) or the plain deployable network."""
-    if graph == "fast":
-        return NamedOutput(fast_module(net, spec.layout, spec.baked, spec.hw)).eval()
+    if graph in ("fast", "int8"):
+        return NamedOutput(fast_module(net, spec.layout, spec.baked, spec.hw, int8_friendly=graph == "int8")).eval()
     if graph == "deploy":
         return NamedOutput(deploy_module(net, spec)).eval()
     raise ValueError(f"unknown graph {graph!r}; known: {', '.join(GRAPHS)}")
@@ -125,6 +127,9 @@ def smoke_check(data: bytes, spec: IOSpec) -> None:
                 or sigs[SIGNATURE]["outputs"] != [OUTPUT_NAME]:
             raise ExportError(f"unexpected signatures {sigs}; expected {SIGNATURE}({INPUT_NAME}) -> {OUTPUT_NAME}")
         y = it.get_signature_runner(SIGNATURE)(**{INPUT_NAME: spec.example().numpy()})[OUTPUT_NAME]
+        if np.issubdtype(y.dtype, np.integer):  # full-integer output: its own scale and zero point
+            scale, zero = it.get_output_details()[0]["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
     except ExportError:
         raise
     except Exception as e:
@@ -156,9 +161,13 @@ def run_flatbuffer(flatbuffer: bytes, inputs: np.ndarray) -> np.ndarray:
     the output's last axis is not 1)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_content=flatbuffer, num_threads=1).get_signature_runner(SIGNATURE)
+    it = Interpreter(model_content=flatbuffer, num_threads=1)
+    runner = it.get_signature_runner(SIGNATURE)
     out = [runner(**{INPUT_NAME: inputs[i : i + 1]})[OUTPUT_NAME] for i in range(len(inputs))]
     y = np.concatenate(out)
+    if np.issubdtype(y.dtype, np.integer):
+        scale, zero = it.get_output_details()[0]["quantization"]
+        y = (y.astype(np.float32) - zero) * scale
     return y[..., 0] if y.shape[-1] == 1 else y[:, 0]
 
 
@@ -191,6 +200,10 @@ def export_tflite(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
         if blame is not None:
             record = _blame(float_fb, ranges, recipe, spec, blame, log)
             meta.update(record)
+    elif precision == "int8-full":
+        if calib_images is None:
+            raise ValueError("tflite int8-full needs a calibration set")
+        fb, census = _full_integer(net, spec, meta, calib_images, say)
     elif precision != "fp32":
         raise ValueError(f"tflite does not export precision {precision!r}")
     fb = strip_tensor_names(fb)
@@ -212,7 +225,48 @@ def export_tflite(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
 
 def graph_name(graph: str) -> str:
     return {"fast": "export.rewrite.FastEGEUNet (NHWC, fused norms, folded gates)",
+            "int8": "export.rewrite.FastEGEUNet (NHWC, fused norms, folded gates, centred GroupNorm statistics)",
             "deploy": "model.DeployEGEUNet (folded gates)"}[graph]
+
+
+def _full_integer(net: EGEUNet, spec: IOSpec, meta: dict, calib_images: np.ndarray, say) -> tuple[bytes, dict]:
+    """The ``int8-full`` flatbuffer: the integer variant's rewrite, every op int8, integer output; checked."""
+    from egeunet_deploy.calibration import tflite_quant
+
+    from . import tflite_integer as ti
+
+    if net.cfg.is_paper:
+        say("tflite int8-full: these weights were trained with the paper's erf GELU and align-corners upsampling, "
+            "which integer targets lack; exporting them with the sigmoid GELU and half-pixel upsampling without "
+            "retraining (post-training only). The QAT weights (the default for int8-full) were trained for it.")
+        net = integer_variant(net)
+    fb = to_tflite_float(net, spec, cache_key=meta.get("weights_sha256"), graph="int8")
+    recipe = tflite_quant.INT8_FULL_RECIPE
+    say(f"tflite int8-full: calibrating activation ranges on {len(calib_images)} images, then quantizing every op")
+    ranges = tflite_quant.calibrate(fb, spec.feed(calib_images), INPUT_NAME)
+    fb = tflite_quant.quantize_tflite_int8(fb, None, INPUT_NAME, recipe, ranges=ranges)
+    fb, out_q = ti.integer_output(fb)
+    census = ti.op_census(fb)
+    ti.check_integer_only(census)
+    say(ti.format_census(census))
+    meta["quantization"] = {**recipe.describe(), "graph": graph_name("int8"), "int16_ops": [],
+                            "activation": net.cfg.act, "align_corners": net.cfg.align_corners,
+                            "post_training_only": bool(meta.get("model_cfg", {}).get("act", "gelu") == "gelu")}
+    meta["output"] = {**meta["output"], "dtype": out_q["dtype"], "quantization": out_q}
+    meta["output_quantization"] = out_q
+    meta["op_census"] = census
+    meta["model_cfg"] = {**meta.get("model_cfg", {}), "act": net.cfg.act, "align_corners": net.cfg.align_corners}
+    return fb, census
+
+
+def integer_variant(net: EGEUNet) -> EGEUNet:
+    """The same weights in the integer variant's network (sigmoid GELU, half-pixel upsampling)."""
+    from egeunet_deploy.model.ege_unet import model_from_cfg
+
+    cfg = {**net.cfg.__dict__, "act": "sigmoid_gelu", "align_corners": False}
+    variant = model_from_cfg(cfg)
+    variant.load_state_dict(net.state_dict())
+    return variant.eval()
 
 
 def _blame(float_fb: bytes, ranges: dict, recipe, spec: IOSpec, data, log) -> dict:

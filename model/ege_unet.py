@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import GAB, GHPA, group_norm_max_pool, resize_bilinear
+from .layers import ACTIVATIONS, GAB, GHPA, activation, group_norm_max_pool, resize_bilinear
 
 __all__ = ["EGEUNet", "DeployEGEUNet", "ModelCfg", "create_model", "list_models"]
 
@@ -36,6 +36,13 @@ class ModelCfg:
     c_list: tuple[int, ...] = (8, 16, 24, 32, 48, 64)
     bridge: bool = True
     gt_ds: bool = True
+    act: str = "gelu"  # "sigmoid_gelu": the full-integer variant (layers.ACTIVATIONS)
+    align_corners: bool = True  # False: half-pixel 2x upsampling, which NPUs resize in hardware (Ethos-U: only 2x)
+
+    @property
+    def is_paper(self) -> bool:
+        """The paper's function (erf GELU, align-corners upsampling); the other settings are the integer variant."""
+        return self.act == "gelu" and self.align_corners
 
 
 class EGEUNet(nn.Module):
@@ -53,12 +60,17 @@ class EGEUNet(nn.Module):
         c_list: tuple[int, ...] | list[int] = (8, 16, 24, 32, 48, 64),
         bridge: bool = True,
         gt_ds: bool = True,
+        act: str = "gelu",
+        align_corners: bool = True,
     ) -> None:
         super().__init__()
         c = list(c_list)
         if len(c) != 6:
             raise ValueError(f"c_list needs 6 stage widths, got {len(c)}")
-        self.cfg = ModelCfg(num_classes, input_channels, tuple(c), bridge, gt_ds)
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; known: {', '.join(ACTIVATIONS)}")
+        self.cfg = ModelCfg(num_classes, input_channels, tuple(c), bridge, gt_ds, act, bool(align_corners))
+        self.act, self.align_corners = act, bool(align_corners)
         self.bridge, self.gt_ds = bridge, gt_ds
         self.fast_resize = False  # training fast path, see layers.use_training_fast_paths
 
@@ -68,18 +80,18 @@ class EGEUNet(nn.Module):
         self.encoder1 = conv3(input_channels, c[0])
         self.encoder2 = conv3(c[0], c[1])
         self.encoder3 = conv3(c[1], c[2])
-        self.encoder4 = nn.Sequential(GHPA(c[2], c[3]))
-        self.encoder5 = nn.Sequential(GHPA(c[3], c[4]))
-        self.encoder6 = nn.Sequential(GHPA(c[4], c[5]))
+        self.encoder4 = nn.Sequential(GHPA(c[2], c[3], act=act))
+        self.encoder5 = nn.Sequential(GHPA(c[3], c[4], act=act))
+        self.encoder6 = nn.Sequential(GHPA(c[4], c[5], act=act))
         if bridge:
             for i in range(5):  # GAB1 bridges stage 1 (finest) ... GAB5 stage 5
-                self.add_module(f"GAB{i + 1}", GAB(c[i + 1], c[i], with_mask=gt_ds))
+                self.add_module(f"GAB{i + 1}", GAB(c[i + 1], c[i], with_mask=gt_ds, align_corners=align_corners))
         if gt_ds:
             for i in range(5):  # gt_conv1 reads the coarsest decoder stage (c4) ... gt_conv5 the finest (c0)
                 self.add_module(f"gt_conv{i + 1}", nn.Sequential(nn.Conv2d(c[4 - i], 1, 1)))
-        self.decoder1 = nn.Sequential(GHPA(c[5], c[4]))
-        self.decoder2 = nn.Sequential(GHPA(c[4], c[3]))
-        self.decoder3 = nn.Sequential(GHPA(c[3], c[2]))
+        self.decoder1 = nn.Sequential(GHPA(c[5], c[4], act=act))
+        self.decoder2 = nn.Sequential(GHPA(c[4], c[3], act=act))
+        self.decoder3 = nn.Sequential(GHPA(c[3], c[2], act=act))
         self.decoder4 = conv3(c[2], c[1])
         self.decoder5 = conv3(c[1], c[0])
         for i in range(5):
@@ -96,9 +108,9 @@ class EGEUNet(nn.Module):
         out = x
         for i in range(5):
             encoder, norm = getattr(self, f"encoder{i + 1}"), getattr(self, f"ebn{i + 1}")
-            out = F.gelu(group_norm_max_pool(norm, encoder(out), fast=self.fast_resize))
+            out = activation(group_norm_max_pool(norm, encoder(out), fast=self.fast_resize), self.act)
             skips.append(out)
-        out = F.gelu(self.encoder6(out))
+        out = activation(self.encoder6(out), self.act)
         high = out  # the bridge's high-level input: t6, then the fused t5, t4...
         ds_logits: list[torch.Tensor] = []
         for i in range(5):
@@ -106,8 +118,8 @@ class EGEUNet(nn.Module):
             decoder, norm = getattr(self, f"decoder{i + 1}"), getattr(self, f"dbn{i + 1}")
             out = norm(decoder(out))
             if i > 0:
-                out = _up2(out)
-            out = F.gelu(out)
+                out = _up2(out, self.align_corners)
+            out = activation(out, self.act)
             mask = None
             if self.gt_ds:
                 mask = getattr(self, f"gt_conv{i + 1}")(out)
@@ -119,9 +131,10 @@ class EGEUNet(nn.Module):
             out = out + skip
         logits = self.final(out)
         if self.fast_resize:
-            logits = resize_bilinear(logits, (2 * logits.shape[2], 2 * logits.shape[3]), fast=True)
+            logits = resize_bilinear(logits, (2 * logits.shape[2], 2 * logits.shape[3]), fast=True,
+                                     align_corners=self.align_corners)
         else:
-            logits = _up2(logits)
+            logits = _up2(logits, self.align_corners)
         return ds_logits, logits
 
     def forward(self, x: torch.Tensor):
@@ -130,7 +143,7 @@ class EGEUNet(nn.Module):
         if not self.gt_ds:
             return prob
         size = logits.shape[2:]
-        ds_probs = tuple(torch.sigmoid(upsample_to(d, size)) for d in ds_logits)
+        ds_probs = tuple(torch.sigmoid(upsample_to(d, size, self.align_corners)) for d in ds_logits)
         return ds_probs, prob
 
 
@@ -174,13 +187,14 @@ def check_input_shape(x: torch.Tensor, channels: int) -> None:
         raise ValueError(f"input H and W must be divisible by 32, got {h}x{w}; resize or pad to {ok_h}x{ok_w}")
 
 
-def _up2(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+def _up2(x: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=align_corners)
 
 
-def upsample_to(x: torch.Tensor, size) -> torch.Tensor:
-    """Bilinear, align_corners=True: the resampling the official model uses everywhere."""
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+def upsample_to(x: torch.Tensor, size, align_corners: bool = True) -> torch.Tensor:
+    """Bilinear, align_corners=True: the resampling the official model uses everywhere (False: the integer
+    variant's half-pixel form)."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -200,6 +214,7 @@ _MODELS: dict[str, ModelCfg] = {
     "egeunet": ModelCfg(),
     "egeunet_nods": ModelCfg(gt_ds=False),
     "egeunet_nobridge": ModelCfg(bridge=False),
+    "egeunet_int": ModelCfg(act="sigmoid_gelu", align_corners=False),
 }
 
 

@@ -15,6 +15,35 @@ from torch import nn
 
 from .threads import single_thread
 
+ACTIVATIONS = ("gelu", "sigmoid_gelu")
+"""``gelu``: the paper's erf GELU. ``sigmoid_gelu``: ``x * sigmoid(1.702 x)``, the form every integer runtime has
+kernels for (TFLite Micro has no GELU; LOGISTIC and MUL exist on every NPU and MCU target): the full-integer
+artifact's network is trained with it (quantization-aware fine-tune), so the function that ships is the one trained."""
+
+
+def activation(x: torch.Tensor, kind: str = "gelu") -> torch.Tensor:
+    if kind == "gelu":
+        return F.gelu(x)
+    if kind == "sigmoid_gelu":
+        return x * torch.sigmoid(1.702 * x)
+    raise ValueError(f"unknown activation {kind!r}; known: {', '.join(ACTIVATIONS)}")
+
+
+class Activation(nn.Module):
+    """:func:`activation` as a module (no parameters: swapping it for ``nn.GELU`` keeps state_dict keys)."""
+
+    def __init__(self, kind: str = "gelu") -> None:
+        super().__init__()
+        if kind not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {kind!r}; known: {', '.join(ACTIVATIONS)}")
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return activation(x, self.kind)
+
+    def extra_repr(self) -> str:
+        return self.kind
+
 
 class ChannelLayerNorm(nn.Module):
     """LayerNorm over the channel axis of an NCHW tensor (ConvNeXt's ``channels_first`` LayerNorm).
@@ -299,19 +328,21 @@ def _tile_pixels(pixels: int, channels: int, width: int = 256) -> int:
 _RESIZE_MATRICES: dict[tuple, torch.Tensor] = {}
 
 
-def _resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(n_out, n_in) matrix of 1-D bilinear align_corners=True resampling, taken from ``F.interpolate`` itself (by
-    resampling the identity), so its weights are the native kernel's to the last bit."""
-    key = (n_in, n_out, dtype, device)
+def _resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device,
+                   align_corners: bool = True) -> torch.Tensor:
+    """(n_out, n_in) matrix of 1-D bilinear resampling, taken from ``F.interpolate`` itself (by resampling the
+    identity), so its weights are the native kernel's to the last bit."""
+    key = (n_in, n_out, dtype, device, align_corners)
     if key not in _RESIZE_MATRICES:
         eye = torch.eye(n_in, dtype=dtype, device=device)[None, :, :, None]
-        cols = F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=True)[0, :, :, 0]
+        cols = F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=align_corners)[0, :, :, 0]
         _RESIZE_MATRICES[key] = cols.t().contiguous()
     return _RESIZE_MATRICES[key]
 
 
-def resize_bilinear(x: torch.Tensor, size, fast: bool = False) -> torch.Tensor:
-    """Bilinear resampling with align_corners=True, the official model's everywhere.
+def resize_bilinear(x: torch.Tensor, size, fast: bool = False, align_corners: bool = True) -> torch.Tensor:
+    """Bilinear resampling with align_corners=True, the official model's everywhere (``align_corners=False``: the
+    half-pixel form an NPU resizes in hardware, used by the full-integer variant).
 
     ``fast=True`` (training) computes single-channel and contiguous NCHW maps plane by plane as
     ``A_h @ (X @ A_w^T)``: the native kernel's backward scatters one output pixel at a time (8.5 ms per
@@ -321,10 +352,10 @@ def resize_bilinear(x: torch.Tensor, size, fast: bool = False) -> torch.Tensor:
     """
     size = (int(size[0]), int(size[1]))
     if not fast or not x.is_contiguous():  # a 1-channel channels_last tensor is contiguous too
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
     n, c, h, w = x.shape
-    a_h = _resize_matrix(h, size[0], x.dtype, x.device)
-    a_w = _resize_matrix(w, size[1], x.dtype, x.device)
+    a_h = _resize_matrix(h, size[0], x.dtype, x.device, align_corners)
+    a_w = _resize_matrix(w, size[1], x.dtype, x.device, align_corners)
     planes = x.reshape(n * c, h, w)
     return torch.matmul(a_h, torch.matmul(planes, a_w.t())).view(n, c, *size)
 
@@ -375,16 +406,16 @@ def _is_pointwise(conv: nn.Conv2d) -> bool:
             and conv.groups == 1 and conv.padding_mode == "zeros")
 
 
-def _gate_conv2d(channels: int) -> nn.Sequential:
+def _gate_conv2d(channels: int, act: str = "gelu") -> nn.Sequential:
     """Depthwise 3x3 -> GELU -> pointwise, applied to a learnable gate tensor (the paper's 'DW' on P)."""
     return nn.Sequential(
-        nn.Conv2d(channels, channels, 3, padding=1, groups=channels), nn.GELU(), nn.Conv2d(channels, channels, 1)
+        nn.Conv2d(channels, channels, 3, padding=1, groups=channels), Activation(act), nn.Conv2d(channels, channels, 1)
     )
 
 
-def _gate_conv1d(channels: int) -> nn.Sequential:
+def _gate_conv1d(channels: int, act: str = "gelu") -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv1d(channels, channels, 3, padding=1, groups=channels), nn.GELU(), nn.Conv1d(channels, channels, 1)
+        nn.Conv1d(channels, channels, 3, padding=1, groups=channels), Activation(act), nn.Conv1d(channels, channels, 1)
     )
 
 
@@ -396,24 +427,24 @@ class GHPA(nn.Module):
     parameters and the feature-map size, never on the input, which is what :meth:`fold_gates` exploits.
     """
 
-    def __init__(self, dim_in: int, dim_out: int, gate_h: int = 8, gate_w: int = 8) -> None:
+    def __init__(self, dim_in: int, dim_out: int, gate_h: int = 8, gate_w: int = 8, act: str = "gelu") -> None:
         super().__init__()
         if dim_in % 4:
             raise ValueError(f"GHPA needs dim_in divisible by 4, got {dim_in}")
         group = dim_in // 4
         self.params_xy = nn.Parameter(torch.ones(1, group, gate_h, gate_w))
-        self.conv_xy = _gate_conv2d(group)
+        self.conv_xy = _gate_conv2d(group, act)
         self.params_zx = nn.Parameter(torch.ones(1, 1, group, gate_h))
-        self.conv_zx = _gate_conv1d(group)
+        self.conv_zx = _gate_conv1d(group, act)
         self.params_zy = nn.Parameter(torch.ones(1, 1, group, gate_w))
-        self.conv_zy = _gate_conv1d(group)
+        self.conv_zy = _gate_conv1d(group, act)
         self.dw = nn.Sequential(
-            nn.Conv2d(group, group, 1), nn.GELU(), nn.Conv2d(group, group, 3, padding=1, groups=group)
+            nn.Conv2d(group, group, 1), Activation(act), nn.Conv2d(group, group, 3, padding=1, groups=group)
         )
         self.norm1 = ChannelLayerNorm(dim_in)
         self.norm2 = ChannelLayerNorm(dim_in)
         self.ldw = nn.Sequential(
-            nn.Conv2d(dim_in, dim_in, 3, padding=1, groups=dim_in), nn.GELU(), nn.Conv2d(dim_in, dim_out, 1)
+            nn.Conv2d(dim_in, dim_in, 3, padding=1, groups=dim_in), Activation(act), nn.Conv2d(dim_in, dim_out, 1)
         )
         # Gates folded for a fixed (H, W) by fold_gates(); None while the block is trainable.
         for name in ("gate_xy", "gate_zx", "gate_zy"):
@@ -471,9 +502,11 @@ class GAB(nn.Module):
     paper's 'w/o mask information' variant, used when ``gt_ds=False`` (the official code crashes there).
     """
 
-    def __init__(self, dim_high: int, dim_low: int, with_mask: bool = True, dilations=(1, 2, 5, 7)) -> None:
+    def __init__(self, dim_high: int, dim_low: int, with_mask: bool = True, dilations=(1, 2, 5, 7),
+                 align_corners: bool = True) -> None:
         super().__init__()
         self.with_mask = with_mask
+        self.align_corners = align_corners
         self.pre_project = nn.Conv2d(dim_high, dim_low, 1)
         group = dim_low // 2 + int(with_mask)
         for i, d in enumerate(dilations):
@@ -489,7 +522,7 @@ class GAB(nn.Module):
         extra = [mask] if self.with_mask else []
         if self.fast_resize and (x_high.shape[1] + x_low.shape[1]) // 4 + len(extra) <= _NCHW_LN_MAX_CHANNELS:
             return self.tail_conv(torch.cat(self._narrow_branches(x_high, x_low, extra), dim=1))
-        x_high = F.interpolate(x_high, size=x_low.shape[2:], mode="bilinear", align_corners=True)
+        x_high = F.interpolate(x_high, size=x_low.shape[2:], mode="bilinear", align_corners=self.align_corners)
         highs, lows = x_high.chunk(4, dim=1), x_low.chunk(4, dim=1)
         branches = (self.g0, self.g1, self.g2, self.g3)
         fused = [g(torch.cat([h, low, *extra], dim=1)) for g, h, low in zip(branches, highs, lows, strict=True)]
@@ -500,7 +533,8 @@ class GAB(nn.Module):
         NCHW, where chunks are contiguous planes and the LayerNorm vectorises (see :class:`_NchwChannelLayerNorm`),
         then hand each branch to its depthwise conv in channels_last, where that conv is 3-6x faster. Measured
         ~40 ms of a 420 ms step saved; the same arithmetic as :meth:`forward` (``x_high`` not yet upsampled)."""
-        x_high = resize_bilinear(_ToNchw.apply(x_high), x_low.shape[2:], fast=True)  # NCHW: by matrices, 2.5x faster
+        # NCHW: by matrices, 2.5x faster
+        x_high = resize_bilinear(_ToNchw.apply(x_high), x_low.shape[2:], fast=True, align_corners=self.align_corners)
         highs, lows = x_high.chunk(4, dim=1), _ToNchw.apply(x_low).chunk(4, dim=1)
         extra = [e.contiguous() for e in extra]
         out = []

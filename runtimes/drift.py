@@ -223,7 +223,7 @@ def _fmt_prec_guess(path: Path) -> tuple[str, str]:
     fmt = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml", ".mlmodel": "coreml"}.get(
         path.suffix.lower(), path.suffix.lstrip("."))
     stem = path.stem.lower()
-    prec = next((p for p in ("fp32", "fp16", "int8") if p in stem), "unknown")
+    prec = next((p for p in ("fp32", "fp16", "int8-full", "int8w", "int8") if p in stem), "unknown")
     return fmt, prec
 
 
@@ -243,7 +243,8 @@ def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str
         runner.load(path)
         spec = runner.spec
         rec.update({"format": spec.format, "precision": spec.precision, "runtime": runner.info()})
-        if spec.weights_sha256 and spec.weights_sha256 != ref_sha:
+        distilled = (spec.metadata.get("distilled_from") or {}).get("sha256")  # QAT weights trained to match ref
+        if spec.weights_sha256 and spec.weights_sha256 != ref_sha and distilled != ref_sha:
             raise ArtifactError(f"exported from other weights (sha256 {spec.weights_sha256[:12]}...) than the "
                                 f"reference ({ref_sha[:12]}...); pass the same --weights to drift")
         t0 = time.perf_counter()

@@ -1,0 +1,166 @@
+"""Quantization-aware training: the integer variant, fake int8 on every op, loss falls, exact resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from test_train import EGEUNET, _env, _tiny_dataset
+
+from egeunet_deploy.model import create_model
+from egeunet_deploy.model.contract import to_model_input
+from egeunet_deploy.model.layers import activation
+from egeunet_deploy.model.qat import FakeQuantMode, QATNet, fake_quant_weight
+from egeunet_deploy.model.train import recipe_loss
+
+
+def test_integer_variant_is_the_same_checkpoint_with_integer_friendly_ops():
+    paper, variant = create_model("egeunet"), create_model("egeunet_int")
+    assert list(paper.state_dict()) == list(variant.state_dict())  # weights move between them unchanged
+    assert paper.cfg.is_paper and not variant.cfg.is_paper
+    assert (variant.cfg.act, variant.cfg.align_corners) == ("sigmoid_gelu", False)
+    x = torch.linspace(-6, 6, 101)
+    torch.testing.assert_close(activation(x, "sigmoid_gelu"), x * torch.sigmoid(1.702 * x))
+    assert (activation(x, "sigmoid_gelu") - activation(x, "gelu")).abs().max() < 0.03  # close, not equal
+    with pytest.raises(ValueError, match="unknown activation"):
+        create_model("egeunet", act="relu")
+
+
+def test_rewrite_of_the_integer_variant_computes_the_variant(shipped, sample_test_set):
+    """The exporters convert FastEGEUNet; for the variant it must follow the variant's GELU and upsampling."""
+    from egeunet_deploy.export.rewrite import fast_module
+    from egeunet_deploy.export.tflite import integer_variant
+    from egeunet_deploy.model.ege_unet import DeployEGEUNet
+
+    net = integer_variant(shipped[0])
+    images = sample_test_set.images[:2]
+    with torch.no_grad():
+        want = DeployEGEUNet(net)(to_model_input(images))[:, 0]
+        fast = fast_module(net, "NCHW", baked=True, int8_friendly=True)
+        got = fast(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())[:, 0]
+        paper = DeployEGEUNet(create_model("egeunet").eval().requires_grad_(False))
+    assert (got - want).abs().max() < 1e-4
+    paper.net.load_state_dict(shipped[0].state_dict())
+    with torch.no_grad():
+        assert (paper(to_model_input(images))[:, 0] - want).abs().max() > 1e-3  # really another function
+
+
+def test_fake_quant_reaches_every_op_and_freezes_in_eval(shipped, sample_test_set):
+    net = create_model("egeunet_int")
+    net.load_state_dict(shipped[0].state_dict())
+    qnet = QATNet(net)
+    x = to_model_input(sample_test_set.images[:2])
+    qnet.train()
+    with torch.no_grad():
+        _, logits = qnet.forward_logits(x)
+    n_ops = len(qnet.observers)
+    # convolutions, norm statistics, rsqrt, GELU's sigmoid and product, resizes, additions, concatenations, the
+    # decomposed GroupNorms, the input: hundreds of quantization points, not only the ~80 convolutions
+    assert n_ops > 500
+    frozen = qnet.observer_state()
+    qnet.eval()
+    with torch.no_grad():
+        _, logits_eval = qnet.forward_logits(to_model_input(sample_test_set.images[2:3]))  # another batch size
+    assert len(qnet.observers) == n_ops  # the same ops, addressed the same way at batch size 1
+    assert all(torch.equal(frozen[k], qnet.observers[k]) for k in frozen)
+    with torch.no_grad():
+        _, float_logits = net.forward_logits(x)
+    diff = (torch.sigmoid(logits) - torch.sigmoid(float_logits)).abs()
+    assert 0 < diff.mean() < 0.05  # quantization noise: present, and not destroying the output
+
+
+def test_weight_fake_quant_is_per_channel_int8():
+    w = torch.randn(4, 3, 3, 3) * torch.tensor([1.0, 10.0, 0.1, 100.0])[:, None, None, None]
+    q = fake_quant_weight(w)
+    for c in range(4):
+        step = w[c].abs().max() / 127
+        levels = q[c] / step
+        torch.testing.assert_close(levels, levels.round(), atol=1e-3, rtol=0)  # on its own channel's grid
+        assert (q[c] - w[c]).abs().max() <= step / 2 + 1e-6
+
+
+def test_disabled_mode_is_the_float_network(shipped, sample_test_set):
+    net = create_model("egeunet_int")
+    net.load_state_dict(shipped[0].state_dict())
+    x = to_model_input(sample_test_set.images[:1])
+    with torch.no_grad():
+        want = net.forward_logits(x)[1]
+        with FakeQuantMode({}, update=True, enabled=False):
+            got = net.forward_logits(x)[1]
+    assert torch.equal(want, got)
+
+
+def test_qat_steps_reduce_the_distillation_loss_on_real_images(shipped, sample_test_set):
+    teacher = shipped[0]
+    net = create_model("egeunet_int")
+    net.load_state_dict(teacher.state_dict())
+    qnet = QATNet(net).train()
+    x = to_model_input(sample_test_set.images[:4])
+    with torch.no_grad():
+        target = torch.sigmoid(teacher.forward_logits(x)[1])
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        ds, logits = qnet.forward_logits(x)
+        loss = recipe_loss(ds, logits, target)
+        opt.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 0.01, losses
+
+
+def _qat_cmd(data, out, epochs, weights) -> list[str]:
+    return [*EGEUNET, "train", "--qat", "--init-weights", str(weights), "--data", str(data), "--out", str(out),
+            "--epochs", str(epochs), "--batch-size", "4", "--lr", "1e-4", "--t-max", str(epochs), "--threads", "1",
+            "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def qat_tiny(tmp_path_factory, sample_dir):
+    return _tiny_dataset(sample_dir, tmp_path_factory.mktemp("qat_tiny"))
+
+
+@pytest.mark.slow
+def test_qat_run_resumes_exactly_after_sigkill(qat_tiny, tmp_path, shipped):
+    weights = shipped[1]["path"]
+    straight = tmp_path / "straight"
+    subprocess.run(_qat_cmd(qat_tiny, straight, 2, weights), check=True, env=_env(), capture_output=True, text=True)
+    a = torch.load(straight / "last.pt", weights_only=True)
+    assert a["model_cfg"]["act"] == "sigmoid_gelu" and a["model_cfg"]["align_corners"] is False
+    assert a["distilled_from"]["sha256"] == shipped[1]["sha256"]
+    assert len(a["qat_observers"]) > 500
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_qat_cmd(qat_tiny, out, 2, weights), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "log.json").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.loads((out / "log.json").read_text())
+    assert done and done[-1]["epoch"] < 2, "the kill must land before the run ends"
+    resumed = subprocess.run([*EGEUNET, "train", "--resume", str(out), "--threads", "1", "--no-progress"],
+                             env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    b = torch.load(out / "last.pt", weights_only=True)
+    assert b["epoch"] == 2
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for key, value in a["qat_observers"].items():
+        assert torch.equal(value, b["qat_observers"][key]), key
+    assert [r["val_dsc"] for r in a["history"]] == [r["val_dsc"] for r in b["history"]]
+
+
+def test_qat_without_init_weights_is_refused(tmp_path, qat_tiny):
+    r = subprocess.run([*EGEUNET, "train", "--qat", "--data", str(qat_tiny), "--out", str(tmp_path / "x")],
+                       env=_env(), capture_output=True, text=True)
+    assert r.returncode == 2 and "--qat" in r.stderr and "--init-weights" in r.stderr
+    assert not (tmp_path / "x").exists()
