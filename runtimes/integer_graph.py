@@ -43,6 +43,8 @@ class GraphOp:
     float_tensors: list[str]
     region: str  # "preprocessing", "output" (a DEQUANTIZE/QUANTIZE into the graph output), "network"
     outputs: list[str] = field(default_factory=list)  # output tensor names (how Vela names an op)
+    n_inputs: int = 0  # non-optional inputs
+    input_dtype: str | None = None  # of the first input
 
 
 @dataclass
@@ -73,6 +75,14 @@ class IntegerReport:
 
     def preprocessing_ops(self) -> list[str]:
         return [o.op for o in self.ops if o.region == "preprocessing"]
+
+    def concat_inputs(self) -> list[int]:
+        """Input count of every CONCATENATION (TFLite Micro takes at most 10)."""
+        return [o.n_inputs for o in self.ops if o.op == "CONCATENATION"]
+
+    def uint8_casts(self) -> int:
+        """CASTs from uint8 (TFLite Micro's CAST refuses uint8 input)."""
+        return sum(1 for o in self.ops if o.op == "CAST" and o.input_dtype == "uint8")
 
 
 def analyse(source: Path | str | bytes) -> IntegerReport:
@@ -117,7 +127,8 @@ def analyse(source: Path | str | bytes) -> IntegerReport:
             region = "output"
         else:
             region = "network"
-        ops.append(GraphOp(i, kind, floats, region, [tname(t) for t in outs]))
+        first = DTYPES.get(sg.tensors[ins[0]].type) if ins else None
+        ops.append(GraphOp(i, kind, floats, region, [tname(t) for t in outs], len(ins), first))
     return IntegerReport(name, ops, dict(Counter(o.op for o in ops)))
 
 

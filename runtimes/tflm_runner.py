@@ -54,7 +54,7 @@ def captured_stderr():
             box[0] = tmp.read().decode(errors="replace")
 
 
-def explain_tflm_failure(path: Path, log: str, error: Exception, report=None) -> str:
+def explain_tflm_failure(path: Path, log: str, error: Exception) -> str:
     """TFLite Micro's stderr + exception -> one message that says what it lacks."""
     lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
     missing = sorted(set(_MISSING_OP.findall(log)))
@@ -117,7 +117,7 @@ class TFLMRunner(Runner):
         probe = int(self.options.get("arena_size") or PROBE_ARENA_BYTES)
         it, log, err = self._prepare(probe)
         if it is None:
-            raise ArtifactError(explain_tflm_failure(path, log, err, self.integer))
+            raise ArtifactError(explain_tflm_failure(path, log, err))
         used = self._arena_used(it)
         arena, verified = probe, False
         if used and not self.options.get("arena_size"):  # prove the recorded figure is enough, then use it

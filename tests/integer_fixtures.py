@@ -28,3 +28,14 @@ def int8_full(tmp_path_factory) -> Path:
     if found.is_file():
         return found
     return export("tflite", "int8-full", out_dir=cache)
+
+
+def tflm_blockers(path: Path) -> list[str]:
+    """What in this graph TFLite Micro refuses and ``export.tflm_compat`` fixes (empty: nothing)."""
+    from egeunet_deploy.runtimes.integer_graph import analyse
+
+    report = analyse(path)
+    out = [f"a {n}-input CONCATENATION" for n in report.concat_inputs() if n > 10]
+    if report.uint8_casts():
+        out.append("a uint8 -> float CAST")
+    return out
