@@ -221,7 +221,19 @@ def compile_model(path: Path | str, config: str = DEFAULT_CONFIG, out_dir: Path 
 
 def compile_all(path: Path | str, configs: list[str] | None = None, out_dir: Path | str | None = None,
                 strict: bool = True) -> list[dict]:
-    return [compile_model(path, c, out_dir=out_dir, strict=strict) for c in (configs or list(CONFIGS))]
+    """Every configuration (default: all of :data:`CONFIGS`); with ``out_dir``, also the compiled models, Vela's
+    summary CSVs and ``<stem>_ethos-u.json`` holding every estimate (a step an export can call after writing the
+    full-integer .tflite)."""
+    results = [compile_model(path, c, out_dir=out_dir, strict=strict) for c in (configs or list(CONFIGS))]
+    if out_dir is not None:
+        import json
+
+        from egeunet_deploy.model.checkpoint import atomic_write_bytes
+
+        record = {"artifact": Path(path).name, "note": ESTIMATE_LABEL, "vela_version": vela_version(),
+                  "configs": results}
+        atomic_write_bytes(Path(out_dir) / f"{Path(path).stem}_ethos-u.json", json.dumps(record, indent=2).encode())
+    return results
 
 
 # --- `egeunet bench --device ethos-u55-256` -------------------------------------------------------------------------

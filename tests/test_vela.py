@@ -5,6 +5,7 @@ as estimates, and a float model is refused with its float ops named instead of a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from integer_fixtures import int8_full, tflm_blockers  # noqa: F401  (fixture)
@@ -52,8 +53,12 @@ def test_u55_estimates_are_vela_figures_labelled_as_such(u55):
     assert (out / f"{est['compiled_model'].split('/')[-1].replace('_vela.tflite', '_summary.csv')}").is_file()
 
 
-def test_every_configuration_compiles(int8_full):  # noqa: F811
-    ests = {c: vela.compile_model(int8_full, c) for c in vela.CONFIGS}
+def test_every_configuration_compiles(int8_full, tmp_path):  # noqa: F811
+    ests = {e["config"]: e for e in vela.compile_all(int8_full, out_dir=tmp_path)}
+    assert set(ests) == set(vela.CONFIGS)
+    saved = json.loads((tmp_path / f"{int8_full.stem}_ethos-u.json").read_text())
+    assert [c["config"] for c in saved["configs"]] == list(vela.CONFIGS) and saved["note"] == vela.ESTIMATE_LABEL
+    assert all(Path(e["compiled_model"]).is_file() for e in ests.values())
     for c, est in ests.items():
         assert est["accelerator"].lower().replace("_", "-") == c, est["accelerator"]
         assert est["npu_share"] >= NPU_SHARE_MIN and est["inference_ms"] > 0
