@@ -17,18 +17,23 @@ DEFAULT_OUT = Path("out/export")
 
 def register(sub) -> None:
     """Add the export sub-commands to the ``egeunet`` parser."""
-    p = sub.add_parser("export", help="export ONNX / TFLite / Core ML artifacts (fp32, fp16, int8) with metadata")
+    p = sub.add_parser("export", help="export ONNX / TFLite / Core ML artifacts (fp32, fp16, int8, int8-full) with "
+                                      "metadata")
     p.set_defaults(handler=cmd_export)
     p.add_argument("--weights", type=path_arg, default=None,
-                   help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights")
+                   help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights "
+                        "(for int8-full: the shipped quantization-aware fine-tune)")
     p.add_argument("--target", default=None, metavar="TARGET",
                    help="onnx, tflite, coreml, all, or a comma-separated list (several: a table, failures isolated); "
                         "required unless --list")
     p.add_argument("--precision", default=None, metavar="PRECISION",
-                   help="fp32, fp16, int8 or int8w (Core ML weight-only), or a comma-separated list; default fp32 "
-                        "for one target, every precision each target has with several")
+                   help="fp32, fp16, int8 (sensitive ops kept float: phone CPUs), int8-full (TFLite: every op "
+                        "integer but the input's min-max stretch, int8 output: NPUs, TFLite Micro) or int8w (Core ML "
+                        "weight-only), or a comma-separated list; default fp32 for one target, every precision each "
+                        "target has with several")
     p.add_argument("--calib", type=path_arg, default=None, metavar="CALIB",
-                   help="calibration set from `egeunet calibrate` (int8); default: built from the bundled sample")
+                   help="calibration set from `egeunet calibrate` (int8, int8-full); default: built from the bundled "
+                        "sample")
     p.add_argument("--out", type=path_arg, default=DEFAULT_OUT, metavar="DIR",
                    help=f"output folder (default {DEFAULT_OUT}); an artifact of the same name there is replaced "
                         "(atomically) and manifest.json updated")

@@ -49,8 +49,6 @@ from egeunet_deploy.model.ege_unet import DeployEGEUNet, EGEUNet
 from egeunet_deploy.model.layers import GAB, GHPA, ChannelLayerNorm, activation
 
 LAYOUTS = ("NCHW", "NHWC")
-MAX_CONCAT_INPUTS = 10
-"""TFLite Micro's CONCATENATION takes at most 10 inputs (``kMaxInputNum``): wider concatenations are nested."""
 
 
 class _Layout:
@@ -119,9 +117,6 @@ class _Layout:
         return (x.shape[1], x.shape[2]) if self.nhwc else (x.shape[2], x.shape[3])
 
     def cat(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        if len(xs) > MAX_CONCAT_INPUTS:  # nested in runs of at most 10 (the same tensor)
-            step = -(-len(xs) // -(-len(xs) // MAX_CONCAT_INPUTS))
-            xs = [torch.cat(xs[i : i + step], dim=self.c) for i in range(0, len(xs), step)]
         return torch.cat(xs, dim=self.c)
 
     def split(self, x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:

@@ -179,7 +179,7 @@ def export_tflite(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
     from egeunet_deploy.calibration import tflite_quant
 
     say = log or (lambda _: None)
-    say(f"tflite {precision}: converting with litert-torch (about a minute on 2 CPU cores; its own messages follow)")
+    say(f"tflite {precision}: converting with litert-torch (about a minute on 2 CPU cores)")
     fb = to_tflite_float(net, spec, cache_key=meta.get("weights_sha256"), graph=graph)
     record = None
     if precision == "fp16":
@@ -234,6 +234,7 @@ def _full_integer(net: EGEUNet, spec: IOSpec, meta: dict, calib_images: np.ndarr
     from egeunet_deploy.calibration import tflite_quant
 
     from . import tflite_integer as ti
+    from .tflm_compat import for_tflite_micro
 
     if net.cfg.is_paper:
         say("tflite int8-full: these weights were trained with the paper's erf GELU and align-corners upsampling, "
@@ -246,10 +247,11 @@ def _full_integer(net: EGEUNet, spec: IOSpec, meta: dict, calib_images: np.ndarr
     ranges = tflite_quant.calibrate(fb, spec.feed(calib_images), INPUT_NAME)
     fb = tflite_quant.quantize_tflite_int8(fb, None, INPUT_NAME, recipe, ranges=ranges)
     fb, out_q = ti.integer_output(fb)
+    fb, micro = for_tflite_micro(fb)  # value-preserving: 12-input concatenations split, uint8 CAST as DEQUANTIZE
     census = ti.op_census(fb)
     ti.check_integer_only(census)
     say(ti.format_census(census))
-    meta["quantization"] = {**recipe.describe(), "graph": graph_name("int8"), "int16_ops": [],
+    meta["quantization"] = {**recipe.describe(), "graph": graph_name("int8"), "int16_ops": [], "tflite_micro": micro,
                             "activation": net.cfg.act, "align_corners": net.cfg.align_corners,
                             "post_training_only": bool(meta.get("model_cfg", {}).get("act", "gelu") == "gelu")}
     meta["output"] = {**meta["output"], "dtype": out_q["dtype"], "quantization": out_q}

@@ -17,10 +17,11 @@ import numpy as np
 
 from .api import ExportError
 
-PREPROCESSING_FLOAT_OPS = frozenset({"CAST", "RESHAPE", "REDUCE_MIN", "REDUCE_MAX", "MAXIMUM", "DIV", "SUB", "MUL",
-                                     "QUANTIZE"})
+PREPROCESSING_FLOAT_OPS = frozenset({"CAST", "DEQUANTIZE", "RESHAPE", "REDUCE_MIN", "REDUCE_MAX", "MAXIMUM", "DIV",
+                                     "SUB", "MUL", "QUANTIZE"})
 """Op types allowed to touch float tensors in a full-integer graph: the contract's per-image min-max stretch (DIV has
-no integer kernel on Ethos-U) and the QUANTIZE that ends it. Only before the first integer op (checked)."""
+no integer kernel on Ethos-U), the uint8 -> float step that starts it (CAST, or DEQUANTIZE with scale 1 for TFLite
+Micro) and the QUANTIZE that ends it. Only as the graph's first ops (checked)."""
 
 _DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
 
@@ -103,15 +104,15 @@ def op_census(flatbuffer: bytes) -> dict:
 
 
 def check_integer_only(census: dict) -> None:
-    """Refuse a graph with a float op past the preprocessing, or a DEQUANTIZE anywhere (its output is float)."""
+    """Refuse a graph with a float tensor past the preprocessing at its input."""
     idx, names = census["float_op_indices"], census["float_ops"]
     leading = 0
     while leading < len(idx) and idx[leading] == leading and names[leading] in PREPROCESSING_FLOAT_OPS:
         leading += 1
     late = sorted(set(names[leading:]))
-    if late or census["dequantize_ops"]:
+    if late:
         where = ", ".join(f"{n}@{i}" for i, n in zip(idx[leading:], names[leading:], strict=True))
-        raise ExportError(f"not a full-integer graph: float tensors at ops {where or 'DEQUANTIZE'} past the "
+        raise ExportError(f"not a full-integer graph: float tensors at ops {where} past the "
                           f"preprocessing ({len(idx) - leading} ops); an NPU or TFLite Micro would refuse them")
 
 

@@ -1,0 +1,62 @@
+"""The full-integer TFLite artifact: integer everywhere but the input's min-max stretch, int8 output, census."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from integer_fixtures import int8_full  # noqa: F401  (fixture)
+
+from egeunet_deploy.export.api import ExportError
+from egeunet_deploy.export.metadata import read_metadata
+from egeunet_deploy.export.tflite_integer import PREPROCESSING_FLOAT_OPS, check_integer_only, op_census
+
+
+def test_census_has_no_float_tensor_past_the_preprocessing(int8_full):
+    census = op_census(int8_full.read_bytes())
+    n_pre = len(census["float_op_indices"])
+    assert census["float_op_indices"] == list(range(n_pre))  # the graph's first ops, nothing later
+    assert set(census["float_ops"]) <= PREPROCESSING_FLOAT_OPS and n_pre <= 16
+    assert census["ops"].get("DEQUANTIZE", 0) <= 1  # at most the input's uint8 -> float step (scale 1)
+    assert census["activation_dtypes"]["int8"] > 500
+    for op in ("CONV_2D", "RSQRT", "LOGISTIC", "MEAN", "RESIZE_BILINEAR", "CONCATENATION"):
+        assert census["ops"].get(op, 0) > 0, op  # the network's ops are there, in int8
+    assert "GELU" not in census["ops"]  # the integer variant's sigmoid form: TFLite Micro has no GELU kernel
+    check_integer_only(census)
+
+
+def test_metadata_carries_the_integer_output_census_and_provenance(int8_full):
+    meta = read_metadata(int8_full)
+    q = meta["output_quantization"]
+    assert (meta["precision"], meta["output"]["dtype"], q["dtype"]) == ("int8-full", "int8", "int8")
+    assert q["scale"] == pytest.approx(1 / 256) and q["zero_point"] == -128
+    assert q["threshold_q"] == 0  # p >= 0.5  <=>  q >= 0
+    assert meta["op_census"]["n_ops"] == sum(meta["op_census"]["ops"].values())
+    assert meta["model_cfg"]["act"] == "sigmoid_gelu" and meta["model_cfg"]["align_corners"] is False
+    assert meta["quantization"]["name"] == "aeq-a8w8-full-integer"
+    manifest = json.loads((int8_full.parent / "manifest.json").read_text())
+    assert manifest["artifacts"][int8_full.name]["op_census"] == meta["op_census"]
+
+
+def test_integer_output_thresholds_like_the_probability(int8_full, sample_test_set):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(int8_full), num_threads=1)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    assert np.dtype(inp["dtype"]) == np.uint8 and np.dtype(out["dtype"]) == np.int8
+    it.set_tensor(inp["index"], sample_test_set.images[:1])
+    it.invoke()
+    q = it.get_tensor(out["index"])
+    scale, zero = out["quantization"]
+    p = (q.astype(np.float32) - zero) * scale
+    threshold_q = read_metadata(int8_full)["output_quantization"]["threshold_q"]
+    assert 0 < (q >= threshold_q).mean() < 1  # a real mask, not all or nothing
+    assert np.array_equal(q >= threshold_q, p >= 0.5)
+
+
+def test_a_mixed_int8_graph_is_refused_naming_its_float_ops(exported):
+    census = op_census(exported("tflite", "int8").read_bytes())
+    with pytest.raises(ExportError, match="not a full-integer graph: float tensors at ops .*(RSQRT|MUL|ADD)"):
+        check_integer_only(census)
