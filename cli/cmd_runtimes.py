@@ -48,9 +48,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("bench", help="latency of artifacts on this host (CPU/CUDA) or on a phone over adb")
     p.set_defaults(handler=cmd_bench)
-    p.add_argument("--artifact", type=path_arg, action="append", required=True, metavar="FILE",
+    p.add_argument("--artifact", type=path_arg, action="append", required=True, metavar="FILE[@RUNTIME]",
                    help="artifact or PyTorch weights; repeat to compare (timed interleaved in one process); "
-                        "required")
+                        "FILE@RUNTIME times it in that runner (egeunet_fp32.onnx@openvino); required")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "android", *VELA_DEVICES),
                    help="auto: CUDA where present, else CPU, and says which (default auto); "
                         f"{', '.join(VELA_DEVICES)}: Arm's Vela compiles the artifact for that Ethos-U NPU and "

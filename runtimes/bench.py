@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import FOLDER_SUFFIXES, ArtifactError, RuntimeUnavailable, artifact_kind, host_info, runner_class_for
+from .base import (
+    FOLDER_SUFFIXES,
+    RUNNERS,
+    ArtifactError,
+    RuntimeUnavailable,
+    artifact_kind,
+    host_info,
+    runner_class_for,
+)
 
 DEVICES = ("auto", "cpu", "cuda", "android")
 
@@ -68,16 +76,28 @@ def check_budget(runs: int, warmup: int, e2e_runs: int | None = None) -> None:
             raise ValueError(f"{option} must be >= {least} (got {value})")
 
 
+def split_runtime(artifact: Path | str, runtime: str | None = None) -> tuple[Path, str | None]:
+    """``FILE@RUNTIME`` -> (FILE, RUNTIME): one artifact timed by a named runner (``egeunet_fp32.onnx@openvino``)
+    beside the same file in its default runner, in one interleaved run; a plain path keeps ``runtime``."""
+    path = Path(artifact)
+    head, sep, name = str(artifact).rpartition("@")
+    if sep and name in RUNNERS and not path.exists():
+        return Path(head), name
+    return path, runtime
+
+
 def check_artifact_paths(artifacts: list[Path | str], runtime: str | None = None) -> list[Path]:
     """Every ``--artifact`` exists, is a file (or a folder artifact: a Core ML ``.mlpackage``) and has a runtime
-    (``runtime``: that one, e.g. ``tflm``, must load its kind); checked before anything is loaded or measured."""
+    (``runtime``, or the one named by ``FILE@RUNTIME``: that one, e.g. ``tflm``, must load its kind); checked before
+    anything is loaded or measured. The paths come back as given (``@RUNTIME`` kept: :func:`split_runtime`)."""
     paths = [Path(a) for a in artifacts]
-    for p in paths:
+    for a in paths:
+        p, rt = split_runtime(a, runtime)
         if not p.exists():
             raise FileNotFoundError(f"artifact not found: {p}")
         if p.is_dir() and artifact_kind(p) not in FOLDER_SUFFIXES:
             raise ValueError(f"--artifact takes a file; {p} is a folder")
-        runner_class_for(p, runtime)  # unknown suffix, or one the chosen runtime does not load
+        runner_class_for(p, rt)  # unknown suffix, or one the chosen runtime does not load
     return paths
 
 
@@ -186,8 +206,9 @@ def contention_warning(records: list[dict]) -> str | None:
             f"better. Stop other work for figures to publish.")
 
 
-def _record(path: Path) -> dict:
-    return {"artifact": str(path), "name": path.name, "size_bytes": artifact_size(path) if path.exists() else None,
+def _record(given: Path) -> dict:
+    path, _ = split_runtime(given)
+    return {"artifact": str(path), "name": given.name, "size_bytes": artifact_size(path) if path.exists() else None,
             "device": None, "status": "ok", "reason": None, "runtime": None, "results": []}
 
 
@@ -230,7 +251,8 @@ def bench_host(
         for rec, p in zip(records, paths, strict=True):
             if rec["status"] in ("skipped", "error"):
                 continue
-            cls = runner_class_for(p, runtime)
+            p, rt = split_runtime(p, runtime)
+            cls = runner_class_for(p, rt)
             gc.collect()
             rss0 = current_rss_mb()
             runner = cls(threads=t, device=device)
@@ -322,7 +344,7 @@ def accelerator_notes(paths: list[Path], verbose: bool = False, runtime: str | N
     present, absent = [], []
     seen = set()
     for p in paths:
-        cls = runner_class_for(p, runtime)
+        cls = runner_class_for(*split_runtime(p, runtime))
         if cls.backend in seen:
             continue
         seen.add(cls.backend)
