@@ -273,6 +273,21 @@ def update_manifest(out_dir: Path | str, artifact: Path | str, meta: dict) -> di
              "calibration_sha256": meta.get("calibration_sha256"), "created_utc": meta["created_utc"]}
     if meta.get("op_census"):  # full-integer artifacts: what an NPU compiler or TFLite Micro will meet
         entry["op_census"] = meta["op_census"]
+    _edit_manifest(out_dir, lambda artifacts: artifacts.__setitem__(artifact.name, entry))
+    return entry
+
+
+def annotate_manifest(out_dir: Path | str, name: str, fields: dict) -> None:
+    """Merge ``fields`` (e.g. where the artifact runs: Vela's NPU estimate, TFLite Micro's arena) into the entry of
+    the artifact ``name``; nothing happens when the manifest has no such entry."""
+    def merge(artifacts: dict) -> None:
+        if name in artifacts:
+            artifacts[name] = {**artifacts[name], **fields}
+
+    _edit_manifest(Path(out_dir), merge)
+
+
+def _edit_manifest(out_dir: Path, edit) -> None:
     path = out_dir / MANIFEST_NAME
     # The lock is the folder itself (flock on its descriptor), not a lock file: a ".manifest.json.lock" was left
     # behind, empty, by every export, and removing one after use would let two writers lock two different files.
@@ -281,14 +296,13 @@ def update_manifest(out_dir: Path | str, artifact: Path | str, meta: dict) -> di
         fcntl.flock(lock, fcntl.LOCK_EX)
         manifest = read_manifest(out_dir)
         artifacts = {k: v for k, v in manifest.get("artifacts", {}).items() if (out_dir / k).exists()}
-        artifacts[artifact.name] = entry
+        edit(artifacts)
         manifest = {"schema": 1, "toolkit": "egeunet-deploy", "toolkit_version": __version__,
                     "contract_sha256": CONTRACT.fingerprint(), "artifacts": dict(sorted(artifacts.items()))}
         atomic_write_bytes(path, (json.dumps(manifest, indent=2) + "\n").encode())
     finally:
         os.close(lock)  # releases the lock
     (out_dir / f".{MANIFEST_NAME}.lock").unlink(missing_ok=True)  # an older release's lock file
-    return entry
 
 
 def read_manifest(out_dir: Path | str) -> dict:

@@ -3,9 +3,10 @@
 calibrate (train split of DATA) -> export every target this OS supports -> drift report on the test split ->
 latency bench (1 and 2 threads, the PyTorch weights included for scale) -> ``OUT/report.html`` (first screen: the
 verdict, which artifact to ship for which device, one table of size, accuracy, latency and drift verdict per
-artifact; plots, blame rankings and differing images in collapsible sections), plus ``OUT/deploy.json``. With no arguments it uses the shipped weights and the bundled real ISIC sample (train: 64
-pairs for calibration, test: 32 pairs), so a first run takes minutes on a laptop. Each stage keeps going when one
-artifact fails and says so in the table; the exit status is non-zero if any export or drift check failed.
+artifact; plots, blame rankings and differing images in collapsible sections), plus ``OUT/deploy.json``. With no
+arguments it uses the shipped weights and the bundled real ISIC sample (train: 64 pairs for calibration, test: 32
+pairs), so a first run takes minutes on a laptop. Each stage keeps going when one artifact fails and says so in
+the table; the exit status is non-zero if any export or drift check failed.
 Every check that takes a second (options, weights, tolerances, data, the output folders) runs before stage 1 and
 before OUT is created; a run then first removes the previous run's ``deploy.json`` and ``report.html``, so only a
 finished run has them.
@@ -127,6 +128,7 @@ def deploy(
     files of the calibration and drift splits, and the result lists them (``skipped_files``). ``log`` receives the
     export stage's lines (the command line passes one that folds the int8 blame's per-block lines into a bar)."""
     from egeunet_deploy.export import export_all
+    from egeunet_deploy.export.metadata import annotate_manifest
     from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS, SAMPLE_DATA
     from egeunet_deploy.model.data import load_split
 
@@ -171,6 +173,10 @@ def deploy(
     _say(f"3/4 drift report on {len(test_set)} images of [{split}]", quiet)
     drift = run_drift(artifacts, data, split=split, out=out / "drift", tolerance=tolerance, weights=weights,
                       progress=progress, loaded=test_set) if artifacts else None
+    for row in (drift or {}).get("artifacts", []):  # where each artifact runs, beside it in the export manifest
+        placed = {k: row[k] for k in rep.ACCELERATOR_KEYS if k in row}
+        if placed:
+            annotate_manifest(out / "artifacts", Path(row["file"]).name, placed)
     stages["drift"] = time.perf_counter() - t
 
     t = time.perf_counter()

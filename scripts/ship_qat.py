@@ -5,8 +5,8 @@
 (A script, not a module of model/: it exports and runs the artifact, which model/ must not import.)
 
 The QAT run's ``best.pt`` (selected on val under fake int8) becomes ``model/assets/egeunet_isic2017_int8full.pt``
-(weights, the integer variant's architecture, the teacher it was distilled from, the activation ranges it was trained
-with, metrics; no optimizer state), the default weights of ``egeunet export --precision int8-full``. The card gives,
+(weights, the integer variant's architecture, the teacher it was distilled from, metrics; no optimizer state or
+activation ranges: those stay in the run's checkpoints), the default weights of ``egeunet export --precision int8-full``. The card gives,
 per split, the float network's figures and those of the int8-full TFLite artifact exported from it, against the
 shipped fp32 weights (the teacher) it is meant to replace on integer hardware.
 """
@@ -79,7 +79,6 @@ def ship_qat(run_dir: Path, data: Path, out: Path = QAT_WEIGHTS, card: Path = QA
         raise ValueError(f"{run_dir} is not a QAT run (train --qat)")
     record = {"format": "egeunet-deploy weights", "state_dict": best["state_dict"], "model_cfg": best["model_cfg"],
               "contract": CONTRACT.to_dict(), "distilled_from": last.get("distilled_from") or last.get("started_from"),
-              "qat_observers": best.get("qat_observers"),
               "training": {"run": run_dir.name, "epoch": best["epoch"], "epochs_run": last["epoch"], "lr": cfg["lr"],
                            "t_max": cfg["t_max"], "augment": cfg["augment"], "batch_size": cfg["batch_size"],
                            "qat": True, "val_dsc_fake_int8": best.get("val", {}).get("val_dsc")}}
