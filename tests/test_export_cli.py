@@ -70,7 +70,7 @@ def test_cli_export_onnx(tmp_path, capsys):
     (["--target", ""], "--target '' has an empty entry"),
     (["--target", "onnx,,tflite"], "has an empty entry"),
     (["--target", "onnx", "--precision", ""], "--precision '' has an empty entry"),
-    (["--target", "onnx", "--calib", "c.npz"], "--calib is used by int8 only"),
+    (["--target", "onnx", "--calib", "c.npz"], "--calib is used by int8, int8-full only"),
     (["--target", "onnx", "--precision", "int8", "--blame-split", "test"], "--blame-split applies to --blame-data"),
 ])
 def test_bad_names_and_options_are_refused_with_hints(args, message, tmp_path, capsys):

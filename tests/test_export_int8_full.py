@@ -13,7 +13,7 @@ from egeunet_deploy.export.metadata import read_metadata
 from egeunet_deploy.export.tflite_integer import PREPROCESSING_FLOAT_OPS, check_integer_only, op_census
 
 
-def test_census_has_no_float_tensor_past_the_preprocessing(int8_full):
+def test_census_has_no_float_tensor_past_the_preprocessing(int8_full):  # noqa: F811
     census = op_census(int8_full.read_bytes())
     n_pre = len(census["float_op_indices"])
     assert census["float_op_indices"] == list(range(n_pre))  # the graph's first ops, nothing later
@@ -26,7 +26,7 @@ def test_census_has_no_float_tensor_past_the_preprocessing(int8_full):
     check_integer_only(census)
 
 
-def test_metadata_carries_the_integer_output_census_and_provenance(int8_full):
+def test_metadata_carries_the_integer_output_census_and_provenance(int8_full):  # noqa: F811
     meta = read_metadata(int8_full)
     q = meta["output_quantization"]
     assert (meta["precision"], meta["output"]["dtype"], q["dtype"]) == ("int8-full", "int8", "int8")
@@ -39,7 +39,7 @@ def test_metadata_carries_the_integer_output_census_and_provenance(int8_full):
     assert manifest["artifacts"][int8_full.name]["op_census"] == meta["op_census"]
 
 
-def test_integer_output_thresholds_like_the_probability(int8_full, sample_test_set):
+def test_integer_output_thresholds_like_the_probability(int8_full, sample_test_set):  # noqa: F811
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(int8_full), num_threads=1)

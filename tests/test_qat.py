@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
-from test_train import EGEUNET, _env, _tiny_dataset
+from test_train import EGEUNET, _env, _tiny_dataset, kill_in_second_epoch
 
 from egeunet_deploy.model import create_model
 from egeunet_deploy.model.contract import to_model_input
@@ -137,15 +134,7 @@ def test_qat_run_resumes_exactly_after_sigkill(qat_tiny, tmp_path, shipped):
     assert len(a["qat_observers"]) > 500
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_qat_cmd(qat_tiny, out, 2, weights), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (out / "log.json").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)  # into epoch 2
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = json.loads((out / "log.json").read_text())
+    done = kill_in_second_epoch(_qat_cmd(qat_tiny, out, 2, weights), out)
     assert done and done[-1]["epoch"] < 2, "the kill must land before the run ends"
     resumed = subprocess.run([*EGEUNET, "train", "--resume", str(out), "--threads", "1", "--no-progress"],
                              env=_env(), capture_output=True, text=True)

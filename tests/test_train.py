@@ -191,10 +191,9 @@ def test_run_writes_checkpoints_logs_and_curves(uninterrupted):
     assert not list(uninterrupted.glob(".*.tmp"))
 
 
-def test_resume_after_sigkill_mid_epoch_is_exact(tiny, uninterrupted, tmp_path):
-    out = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(tiny, out, 3), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+def kill_in_second_epoch(cmd: list[str], out: Path) -> list[dict]:
+    """Start a training run, SIGKILL it once its first epoch is logged; returns the epochs it completed."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "log.json").exists():
         time.sleep(0.05)
@@ -202,7 +201,12 @@ def test_resume_after_sigkill_mid_epoch_is_exact(tiny, uninterrupted, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    done = json.loads((out / "log.json").read_text())
+    return json.loads((out / "log.json").read_text())
+
+
+def test_resume_after_sigkill_mid_epoch_is_exact(tiny, uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    done = kill_in_second_epoch(_train_cmd(tiny, out, 3), out)
     assert done and done[-1]["epoch"] < 3, "the kill must land before the run ends"
     torch.load(out / "last.pt", weights_only=True)  # the checkpoint survived the kill intact
 
