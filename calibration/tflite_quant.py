@@ -14,7 +14,8 @@ whose block names the converter keeps in every op's output tensor name): every o
 
 The float graph handed to the quantizer is the same rewrite the fp32 artifact is converted from. The calibration
 result (per-tensor ranges, moving average of per-image min/max over the set) is computed once and
-reused for every recipe (:func:`calibrate`), which is what makes the blame ranking affordable.
+reused for every recipe (:func:`calibrate`), which is what makes the blame ranking affordable. The full-integer
+recipe takes the extremes over the set instead (:func:`calibrate_extremes`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,24 @@ def calibrate(flatbuffer: bytes, calib_inputs: np.ndarray, input_name: str) -> d
                            for i in range(len(calib_inputs))]}
     with _quiet():
         return qt.calibrate(samples, num_threads=max(1, min(4, os.cpu_count() or 1)))
+
+
+def calibrate_extremes(flatbuffer: bytes, calib_inputs: np.ndarray, input_name: str) -> dict:
+    """Activation ranges as the extremes over the calibration inputs (each image calibrated alone, then the
+    elementwise min of minima and max of maxima), instead of :func:`calibrate`'s moving average of per-image ranges.
+
+    Why: in the full-integer graph the per-image statistics (GroupNorm's channel means, variances, rsqrt) vary from
+    image to image more than feature maps do, and a moving-average range clips the images at the ends: measured on the
+    QAT weights, 149 val images, mask agreement with the fp32 weights 0.9138 (moving average) -> 0.9553 (extremes)."""
+    if len(calib_inputs) == 0:
+        raise ValueError("int8 quantization needs at least one calibration input")
+    per_image = [calibrate(flatbuffer, calib_inputs[i : i + 1], input_name) for i in range(len(calib_inputs))]
+    ranges = {}
+    for name, first in per_image[0].items():
+        ranges[name] = {**first,
+                        "min": np.minimum.reduce([np.asarray(r[name]["min"]) for r in per_image]),
+                        "max": np.maximum.reduce([np.asarray(r[name]["max"]) for r in per_image])}
+    return ranges
 
 
 def quantize_tflite_int8(flatbuffer: bytes, calib_inputs: np.ndarray | None, input_name: str,

@@ -108,6 +108,9 @@ def cmd_export(args) -> int:
                              blame=not args.no_blame, blame_data=args.blame_data, blame_split=blame_split,
                              log=log)
         log.finish()
+        for r in results:
+            if r.status == "ok" and r.precision == "int8-full":
+                ethos_u_step(r.path)
         failed = [r for r in results if r.status == "failed"]
         return 1 if failed else 0
     path = export(targets[0], precisions[0] if precisions else "fp32", weights=args.weights, out_dir=args.out,
@@ -118,7 +121,30 @@ def cmd_export(args) -> int:
 
     sha, size = artifact_digest(path)
     print(f"wrote {path} ({size / 1024:.1f} KB, sha256 {sha[:12]}...); manifest: {path.parent / 'manifest.json'}")
+    if precisions and precisions[0] == "int8-full":
+        ethos_u_step(path)
     return 0
+
+
+def ethos_u_step(path: Path) -> None:
+    """The full-integer artifact compiled for Arm Ethos-U by Vela (offline), when Vela is installed: the compiled
+    models and Vela's figures in ``<out>/ethos-u/``, its estimates in the manifest, one line per configuration."""
+    from egeunet_deploy.export.metadata import annotate_manifest
+    from egeunet_deploy.runtimes import vela
+
+    ok, why = vela.is_available()
+    if not ok:
+        print(f"ethos-u: not compiled ({why})")
+        return
+    results = vela.compile_all(path, out_dir=path.parent / "ethos-u")
+    keep = ("config", "ops_npu", "ops_total", "npu_share", "sram_kib", "flash_kib", "dram_kib", "inference_ms",
+            "macs", "cpu_op_types")
+    annotate_manifest(path.parent, path.name, {"ethos_u": [{k: r.get(k) for k in keep} for r in results],
+                                               "ethos_u_note": vela.ESTIMATE_LABEL})
+    for r in results:
+        print(f"ethos-u {r['config']}: {r['ops_npu']}/{r['ops_total']} ops on the NPU ({100 * r['npu_share']:.1f}%), "
+              f"SRAM {r['sram_kib']:.0f} KiB, {r['inference_ms']:.1f} ms ({vela.ESTIMATE_LABEL}); "
+              f"compiled model in {path.parent / 'ethos-u'}")
 
 
 def cmd_calibrate(args) -> int:

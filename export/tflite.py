@@ -244,7 +244,7 @@ def _full_integer(net: EGEUNet, spec: IOSpec, meta: dict, calib_images: np.ndarr
     fb = to_tflite_float(net, spec, cache_key=meta.get("weights_sha256"), graph="int8")
     recipe = tflite_quant.INT8_FULL_RECIPE
     say(f"tflite int8-full: calibrating activation ranges on {len(calib_images)} images, then quantizing every op")
-    ranges = tflite_quant.calibrate(fb, spec.feed(calib_images), INPUT_NAME)
+    ranges = tflite_quant.calibrate_extremes(fb, spec.feed(calib_images), INPUT_NAME)
     fb = tflite_quant.quantize_tflite_int8(fb, None, INPUT_NAME, recipe, ranges=ranges)
     fb, out_q = ti.integer_output(fb)
     fb, micro = for_tflite_micro(fb)  # value-preserving: 12-input concatenations split, uint8 CAST as DEQUANTIZE
@@ -252,6 +252,7 @@ def _full_integer(net: EGEUNet, spec: IOSpec, meta: dict, calib_images: np.ndarr
     ti.check_integer_only(census)
     say(ti.format_census(census))
     meta["quantization"] = {**recipe.describe(), "graph": graph_name("int8"), "int16_ops": [], "tflite_micro": micro,
+                            "ranges": "extremes over the calibration set (calibrate_extremes)",
                             "activation": net.cfg.act, "align_corners": net.cfg.align_corners,
                             "post_training_only": bool(meta.get("model_cfg", {}).get("act", "gelu") == "gelu")}
     meta["output"] = {**meta["output"], "dtype": out_q["dtype"], "quantization": out_q}

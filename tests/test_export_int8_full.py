@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +61,23 @@ def test_a_mixed_int8_graph_is_refused_naming_its_float_ops(exported):
     census = op_census(exported("tflite", "int8").read_bytes())
     with pytest.raises(ExportError, match="not a full-integer graph: float tensors at ops .*(RSQRT|MUL|ADD)"):
         check_integer_only(census)
+
+
+def test_export_step_compiles_for_ethos_u_and_records_the_estimates(int8_full, tmp_path, capsys):  # noqa: F811
+    pytest.importorskip("ethosu.vela")
+    import shutil
+
+    from egeunet_deploy.cmd_export import ethos_u_step
+
+    folder = tmp_path / "art"  # a copy: the shared artifact's folder stays as the other tests expect it
+    folder.mkdir()
+    art = Path(shutil.copy(int8_full, folder))
+    shutil.copy(int8_full.parent / "manifest.json", folder)
+    ethos_u_step(art)
+    entry = json.loads((folder / "manifest.json").read_text())["artifacts"][art.name]
+    u55 = next(e for e in entry["ethos_u"] if e["config"] == "ethos-u55-256")
+    assert u55["npu_share"] >= 0.97 and u55["inference_ms"] > 0 and u55["sram_kib"] > 0
+    assert "estimate" in entry["ethos_u_note"]
+    assert list((folder / "ethos-u").glob("*_vela.tflite"))
+    assert (folder / "ethos-u" / f"{art.stem}_ethos-u.json").is_file()
+    assert "ethos-u55-256" in capsys.readouterr().out
