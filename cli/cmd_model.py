@@ -107,6 +107,11 @@ def cmd_info(args) -> int:
               f"1x3x{info['input_hw'][0]}x{info['input_hw'][1]}")
         print(f"weights: {info['weights']} (sha256 {info['weights_sha256'][:12]}...)")
         for split, m in (info.get("metrics") or {}).items():
+            if "int8_full" in m:  # quantization-aware weights: the float network and its int8-full artifact
+                print(f"measured on {split} ({m['n_images']} images): pooled DSC {m['qat_float']['dsc']:.4f} in float, "
+                      f"int8-full artifact {m['int8_full']['dsc']:.4f} (fp32 weights {m['teacher']['dsc']:.4f}, "
+                      f"delta {m['int8_full_delta_dsc']:+.4f}, mask agreement {m['int8_full_agreement']:.4f})")
+                continue
             print(f"measured on {split} ({m['n_images']} images): pooled mIoU {m['pooled']['miou']:.4f} "
                   f"DSC {m['pooled']['dsc']:.4f}, per-image mIoU {m['per_image']['miou']:.4f} "
                   f"DSC {m['per_image']['dsc']:.4f}")

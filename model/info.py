@@ -40,7 +40,7 @@ def count_macs(net: EGEUNet, hw: tuple[int, int] = INPUT_HW) -> int:
 def model_info(weights: Path | str | None = None) -> dict:
     net, ckpt = load_model(weights)
     return {
-        "model": "egeunet",
+        "model": "egeunet" if net.cfg.is_paper else "egeunet_int",
         "params": sum(p.numel() for p in net.parameters()),
         "macs": count_macs(net),
         "input_hw": list(INPUT_HW),

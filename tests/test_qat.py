@@ -153,3 +153,19 @@ def test_qat_without_init_weights_is_refused(tmp_path, qat_tiny):
                        env=_env(), capture_output=True, text=True)
     assert r.returncode == 2 and "--qat" in r.stderr and "--init-weights" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_shipped_qat_weights_load_as_the_integer_variant_in_info_and_evaluate(sample_dir):
+    from egeunet_deploy.model.bundled import QAT_WEIGHTS
+    from egeunet_deploy.model.checkpoint import load_model
+
+    net, ckpt = load_model(QAT_WEIGHTS)
+    assert (net.cfg.act, net.cfg.align_corners) == ("sigmoid_gelu", False)
+    assert ckpt["distilled_from"]["sha256"] == load_model()[1]["sha256"]  # trained to match the shipped fp32 weights
+    info = subprocess.run([*EGEUNET, "info", "--weights", str(QAT_WEIGHTS)], capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    assert "egeunet_int" in info.stdout and "int8-full artifact" in info.stdout
+    ev = subprocess.run([*EGEUNET, "evaluate", "--weights", str(QAT_WEIGHTS), "--data", str(sample_dir), "--split",
+                         "test"], capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr
+    assert float(ev.stdout.split("DSC ")[1].split()[0]) > 0.75  # a working segmenter on the bundled test pairs
