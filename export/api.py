@@ -94,6 +94,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("coreml", "Core ML (mlprogram)", ".mlpackage", ("fp32", "fp16", "int8w", "int8"),
            frozenset({"raw", "nhwc"}), "NHWC", ("coremltools",), ("coremltools",),
            os_only={"int8": ("darwin", "activation calibration runs the model: macOS only")}),
+    Target("executorch", "ExecuTorch (XNNPACK)", ".pte", ("fp32", "int8"), frozenset(), "NHWC",
+           ("executorch",), ("executorch",)),
 )}
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from export_fixtures import assert_fp32_close
 
+from egeunet_deploy.export.api import TARGETS
 from egeunet_deploy.export.metadata import METADATA_KEY
 from egeunet_deploy.model.bundled import DEFAULT_WEIGHTS
 from egeunet_deploy.runtimes import RUNNERS, ArtifactError, RuntimeUnavailable, runner_class_for, runner_for
@@ -76,8 +77,9 @@ def test_doctor_cli_lists_every_backend(capsys):
     assert set(RUNNERS) >= {"torch", "onnxruntime", "litert", "coreml", "tflm", "openvino"}
     torch_row = next(r for r in rows if r["backend"] == "torch")
     assert torch_row["accelerators"]["cuda"]["present"] == torch.cuda.is_available()
-    assert {c["target"]: c["available"] for c in found["converters"]} == {"onnx": True, "tflite": True,
-                                                                          "coreml": True}
+    converters = {c["target"]: c["available"] for c in found["converters"]}
+    assert set(converters) == set(TARGETS)
+    assert {k: converters[k] for k in ("onnx", "tflite", "coreml")} == {"onnx": True, "tflite": True, "coreml": True}
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "coreml" in out and "converters (egeunet export):" in out and "int8 needs darwin" in out
