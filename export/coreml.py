@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from egeunet_deploy.calibration.coreml_quant import activation_quant_available
 from egeunet_deploy.model.checkpoint import atomic_replace_folder
 from egeunet_deploy.model.ege_unet import EGEUNet
 
@@ -37,6 +36,8 @@ DEPLOYMENT_TARGET = {"fp32": "iOS16", "fp16": "iOS16", "int8w": "iOS16", "int8":
 
 def precision_available(precision: str) -> tuple[bool, str]:
     if precision == "int8":
+        from egeunet_deploy.calibration.coreml_quant import activation_quant_available  # lazy: no import-time edge
+
         return activation_quant_available()
     return True, "ok"
 

@@ -24,7 +24,7 @@ from .checkpoint import atomic_write_bytes
 from .contract import binarize
 from .data import LoadedSet
 from .figures import GT_RGB, PRED_RGB, difference_map, image_grid, plt, save_png
-from .predict import overlay
+from .imageio import overlay  # not from .predict: predict imports evaluate, which imports this module
 
 N_WORST = 8
 CSV_COLUMNS = ("name", "lesion_fraction", "predicted_fraction", "iou", "dsc", "missed_pixels", "false_pixels")

@@ -113,3 +113,16 @@ def read_mask(path: Path | str) -> np.ndarray:
     if im.mode == "1":
         return np.asarray(im, dtype=np.uint8)
     return binarize_mask_pixels(np.asarray(im.convert("RGB")).max(axis=2))
+
+
+OVERLAY_RGB = (255, 64, 32)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45, color=OVERLAY_RGB) -> np.ndarray:
+    """RGB uint8 image with the mask tinted and its outline drawn (the same look the Android demo uses)."""
+    out = image.astype(np.float32)
+    m = mask.astype(bool)
+    out[m] = (1 - alpha) * out[m] + alpha * np.asarray(color, np.float32)
+    edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
+    out[edge] = color
+    return out.astype(np.uint8)

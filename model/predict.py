@@ -12,20 +12,8 @@ from .checkpoint import atomic_write_bytes, load_model
 from .contract import binarize, resize_rgb
 from .ege_unet import DeployEGEUNet
 from .evaluate import predict_probs, upsample_prob
-from .imageio import IMAGE_EXTENSIONS, ImageReadError, read_rgb
+from .imageio import IMAGE_EXTENSIONS, OVERLAY_RGB, ImageReadError, overlay, read_rgb  # noqa: F401  (re-exported)
 from .layers import use_fused_norms
-
-OVERLAY_RGB = (255, 64, 32)
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45, color=OVERLAY_RGB) -> np.ndarray:
-    """RGB uint8 image with the mask tinted and its outline drawn (the same look the Android demo uses)."""
-    out = image.astype(np.float32)
-    m = mask.astype(bool)
-    out[m] = (1 - alpha) * out[m] + alpha * np.asarray(color, np.float32)
-    edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
-    out[edge] = color
-    return out.astype(np.uint8)
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
