@@ -6,9 +6,9 @@
 
 The QAT run's ``best.pt`` (selected on val under fake int8) becomes ``model/assets/egeunet_isic2017_int8full.pt``
 (weights, the integer variant's architecture, the teacher it was distilled from, metrics; no optimizer state or
-activation ranges: those stay in the run's checkpoints), the default weights of ``egeunet export --precision int8-full``. The card gives,
-per split, the float network's figures and those of the int8-full TFLite artifact exported from it, against the
-shipped fp32 weights (the teacher) it is meant to replace on integer hardware.
+activation ranges: those stay in the run's checkpoints), the default weights of ``egeunet export --precision
+int8-full``. The card gives, per split, the float network's figures and those of the int8-full TFLite artifact
+exported from it, against the shipped fp32 weights (the teacher) it is meant to replace on integer hardware.
 """
 
 from __future__ import annotations
