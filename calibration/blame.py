@@ -7,7 +7,7 @@ with the float artifact it was quantized from: the pooled Dice it loses (``dsc_d
 Dice between its masks and the float masks (``agreement``). Blocks are ranked by ``dsc_delta`` (worst first, ties
 broken by agreement).
 
-Where it is stored (read it with :func:`read_blame`):
+Where it is stored (read it with ``runtimes.drift.read_blame``):
 
 - inside the int8 artifact's metadata: key ``int8_blame`` (list of ``{"block", "dsc_delta", "agreement", "dsc",
   "quantized_in_artifact"}``, worst first) and ``int8_blame_info`` (images, reference, recipe);
@@ -58,10 +58,10 @@ class BlameSet:
     images: np.ndarray
     masks: np.ndarray
     source: str
-    blocks: tuple[str, ...] | None = None  # None: every block of export.rewrite.BLOCKS
+    blocks: tuple[str, ...] | None = None  # None: every block of model.ege_unet.BLOCKS
 
     def blocks_for(self, baked: bool) -> list[str]:
-        from egeunet_deploy.export.rewrite import BLOCKS
+        from egeunet_deploy.model.ege_unet import BLOCKS
 
         return [b for b in (self.blocks or BLOCKS) if baked or b != "preprocess"]
 
@@ -116,23 +116,6 @@ def write_sidecar(artifact: Path | str, record: dict) -> Path:
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
     return path
 
-
-def read_blame(artifact: Path | str) -> dict | None:
-    """``{"int8_blame": [...], "int8_blame_info": {...}}`` of an artifact: from its metadata, else the sidecar file;
-    None when it has none (float artifacts, int8 exported with ``blame=False``)."""
-    from egeunet_deploy.export.metadata import MetadataError, read_metadata
-
-    artifact = Path(artifact)
-    try:
-        meta = read_metadata(artifact)
-        if meta.get(BLAME_KEY):
-            return {BLAME_KEY: meta[BLAME_KEY], BLAME_INFO_KEY: meta.get(BLAME_INFO_KEY)}
-    except MetadataError:
-        pass
-    side = Path(str(artifact) + SIDE_SUFFIX)
-    if side.is_file():
-        return json.loads(side.read_text())
-    return None
 
 
 def default_blame_set(limit: int | None = None) -> BlameSet:

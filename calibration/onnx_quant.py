@@ -44,7 +44,7 @@ class OrtInt8Recipe:
 
     def only(self, block: str) -> OrtInt8Recipe:
         """This recipe restricted to one block (every other block float): one step of the blame ranking."""
-        from egeunet_deploy.export.rewrite import BLOCKS
+        from egeunet_deploy.model.ege_unet import BLOCKS
 
         return replace(self, name=f"{self.name}-only-{block}", float_blocks=tuple(b for b in BLOCKS if b != block))
 

@@ -56,7 +56,7 @@ class LiteRTInt8Recipe:
 
     def only(self, block: str) -> LiteRTInt8Recipe:
         """This recipe restricted to one block (every other block float): one step of the blame ranking."""
-        from egeunet_deploy.export.rewrite import BLOCKS
+        from egeunet_deploy.model.ege_unet import BLOCKS
 
         return LiteRTInt8Recipe(f"{self.name}-only-{block}", self.ops, self.float_ops,
                                 tuple(b for b in BLOCKS if b != block), self.float_scopes, self.activation_bits,

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from egeunet_deploy.model.contract import INPUT_HW, minmax_normalize
+from egeunet_deploy.model.ege_unet import BLOCKS as MODEL_BLOCKS
 from egeunet_deploy.model.ege_unet import DeployEGEUNet, EGEUNet
 from egeunet_deploy.model.layers import GAB, GHPA, ChannelLayerNorm, activation
 
@@ -483,10 +484,9 @@ class _Head(nn.Module):
         return torch.sigmoid(lay.resize(logits, self.input_hw))
 
 
-BLOCKS = ("preprocess", *(f"encoder{i}" for i in range(1, 7)),
-          *(b for i in range(1, 6) for b in (f"decoder{i}", f"GAB{6 - i}")), "final")
-"""The rewritten network's blocks in execution order; each is a submodule of :class:`FastEGEUNet` under this name,
-so converter-generated op and tensor names carry it (per-block int8 recipes and the int8 blame ranking use it)."""
+BLOCKS = MODEL_BLOCKS
+"""The rewritten network's blocks in execution order (``model.ege_unet.BLOCKS``); each is a submodule of
+:class:`FastEGEUNet` under this name, so converter-generated op and tensor names carry it."""
 
 
 class FastEGEUNet(nn.Module):

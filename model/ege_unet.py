@@ -208,6 +208,13 @@ def _init_weights(m: nn.Module) -> None:
             m.bias.data.zero_()
 
 
+BLOCKS = ("preprocess", *(f"encoder{i}" for i in range(1, 7)),
+          *(b for i in range(1, 6) for b in (f"decoder{i}", f"GAB{6 - i}")), "final")
+"""The network's blocks in execution order, under the names of its submodules (plus the contract's preprocessing and
+the head): the export rewrite keeps them as its submodule names, so converter-generated op and tensor names carry them,
+and the per-block int8 recipes (calibration/) and the int8 blame ranking address blocks by them."""
+
+
 # --- registry (timm style: variants are data) ---------------------------------------------------------------------
 
 _MODELS: dict[str, ModelCfg] = {

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -482,13 +481,3 @@ def plot_curves(history: list[dict], path: Path) -> None:
     b.legend()
     fig.tight_layout()
     save_png(fig, path, dpi=100)
-
-
-def main_distributed() -> None:  # pragma: no cover - entry for `torchrun -m egeunet_deploy.model.train ...`
-    from egeunet_deploy.main import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main_distributed()

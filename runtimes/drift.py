@@ -266,7 +266,7 @@ def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str
     if rec["precision"] == "int8":
         from egeunet_deploy.calibration.blame import BLAME_INFO_KEY, BLAME_KEY
 
-        blame = _blame_of(path)
+        blame = read_blame(path)
         rec["int8_blame"] = blame.get(BLAME_KEY) if blame else None
         rec["int8_blame_info"] = blame.get(BLAME_INFO_KEY) if blame else None
     rec["seconds"] = seconds
@@ -286,12 +286,23 @@ def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str
     return rec, art
 
 
-def _blame_of(path: Path) -> dict | None:
-    """The int8 blame record the export stored with an int8 artifact (ranking, worst block first, and where it was
-    measured), if any."""
-    from egeunet_deploy.calibration.blame import read_blame
+def read_blame(artifact: Path | str) -> dict | None:
+    """``{"int8_blame": [...], "int8_blame_info": {...}}`` of an artifact: from its metadata, else the sidecar file;
+    None when it has none (float artifacts, int8 exported with ``blame=False``)."""
+    from egeunet_deploy.calibration.blame import BLAME_INFO_KEY, BLAME_KEY, SIDE_SUFFIX
+    from egeunet_deploy.export.metadata import MetadataError, read_metadata
 
-    return read_blame(path)
+    artifact = Path(artifact)
+    try:
+        meta = read_metadata(artifact)
+        if meta.get(BLAME_KEY):
+            return {BLAME_KEY: meta[BLAME_KEY], BLAME_INFO_KEY: meta.get(BLAME_INFO_KEY)}
+    except MetadataError:
+        pass
+    side = Path(str(artifact) + SIDE_SUFFIX)
+    if side.is_file():
+        return json.loads(side.read_text())
+    return None
 
 
 def run_drift(

@@ -19,11 +19,12 @@ from export_fixtures import (  # noqa: F401  (fixtures)
     run_tflite,
 )
 
-from egeunet_deploy.calibration.blame import DEFAULT_FLOAT_BLOCKS, BlameSet, read_blame
+from egeunet_deploy.calibration.blame import DEFAULT_FLOAT_BLOCKS, BlameSet
 from egeunet_deploy.export import export
 from egeunet_deploy.export.metadata import TFLITE_ASSOCIATED_FILE, read_manifest, read_metadata
 from egeunet_deploy.model.checkpoint import sha256_file
 from egeunet_deploy.model.contract import CONTRACT
+from egeunet_deploy.runtimes.drift import read_blame
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BLAME_BLOCKS = ("preprocess", "encoder3", "GAB3", "final")
