@@ -17,13 +17,16 @@ import numpy as np
 
 from .api import ExportError
 
-PREPROCESSING_FLOAT_OPS = frozenset({"CAST", "DEQUANTIZE", "RESHAPE", "REDUCE_MIN", "REDUCE_MAX", "MAXIMUM", "DIV",
-                                     "SUB", "MUL", "QUANTIZE"})
+PREPROCESSING_FLOAT_OPS = frozenset({"CAST", "DEQUANTIZE", "QUANTIZE", "RESHAPE", "REDUCE_MIN", "REDUCE_MAX",
+                                     "MAXIMUM", "MINIMUM", "SUB", "MUL", "DIV", "ADD"})
 """Op types allowed to touch float tensors in a full-integer graph: the contract's per-image min-max stretch (DIV has
 no integer kernel on Ethos-U), the uint8 -> float step that starts it (CAST, or DEQUANTIZE with scale 1 for TFLite
-Micro) and the QUANTIZE that ends it. Only as the graph's first ops (checked)."""
+Micro) and the QUANTIZE that ends it. Only as the graph's first ops (checked here; ``runtimes.integer_graph`` reads
+the same set when TFLite Micro or Vela is handed a file)."""
 
-_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
+FLOAT_TYPES = {0: "float32", 1: "float16", 10: "float64", 16: "bfloat16"}
+DTYPES = {**FLOAT_TYPES, 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8"}
+"""TFLite schema tensor types by number."""
 
 
 def _op_name(model, op) -> str:
@@ -59,7 +62,7 @@ def integer_output(flatbuffer: bytes) -> tuple[bytes, dict]:
         sg.tensors[new_out].name = sg.tensors[out].name  # keep the signature's output name on the tensor
         out = new_out
     t = sg.tensors[out]
-    dtype = _DTYPES.get(t.type, str(t.type))
+    dtype = DTYPES.get(t.type, str(t.type))
     if dtype not in ("int8", "uint8", "int16"):
         raise ExportError(f"the graph's output is {dtype}, not an integer map: the quantizer left its last op float")
     scale, zero = float(t.quantization.scale[0]), int(t.quantization.zeroPoint[0])
@@ -93,10 +96,10 @@ def op_census(flatbuffer: bytes) -> dict:
         ops[name] += 1
         touched = [t for t in (*op.inputs, *op.outputs) if t >= 0]
         activations.update(t for t in touched if not _is_constant(model, sg.tensors[t]))
-        if any(sg.tensors[t].type in (0, 1) for t in touched):
+        if any(sg.tensors[t].type in FLOAT_TYPES for t in touched):
             float_ops.append({"index": i, "op": name})
-    dtypes = Counter(_DTYPES.get(sg.tensors[t].type, str(sg.tensors[t].type)) for t in activations)
-    float_tensors = sum(1 for t in activations if sg.tensors[t].type in (0, 1))
+    dtypes = Counter(DTYPES.get(sg.tensors[t].type, str(sg.tensors[t].type)) for t in activations)
+    float_tensors = sum(1 for t in activations if sg.tensors[t].type in FLOAT_TYPES)
     return {"ops": dict(sorted(ops.items())), "n_ops": sum(ops.values()),
             "activation_dtypes": dict(sorted(dtypes.items())), "float_tensors": float_tensors,
             "float_ops": [f["op"] for f in float_ops], "float_op_indices": [f["index"] for f in float_ops],

@@ -17,15 +17,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from egeunet_deploy.export.tflite_integer import DTYPES, FLOAT_TYPES
+from egeunet_deploy.export.tflite_integer import PREPROCESSING_FLOAT_OPS as PREPROCESSING_OPS
+
 from .base import ArtifactError
 
-PREPROCESSING_OPS = frozenset({"CAST", "DEQUANTIZE", "QUANTIZE", "RESHAPE", "REDUCE_MIN", "REDUCE_MAX", "MAXIMUM",
-                               "MINIMUM", "SUB", "MUL", "DIV", "ADD"})
-"""Op types the contract's preprocessing is made of (the per-image min-max stretch and its quantization). An op of
-these types counts as preprocessing only when everything it reads comes from the graph input through such ops."""
-
-FLOAT_TYPES = {0: "float32", 1: "float16", 10: "float64", 16: "bfloat16"}
-DTYPES = {**FLOAT_TYPES, 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8"}
+# PREPROCESSING_OPS: the op types the contract's preprocessing is made of (export.tflite_integer, the one list). An op
+# of these types counts as preprocessing only when everything it reads comes from the graph input through such ops.
 
 
 def _schema():
