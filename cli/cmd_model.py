@@ -47,6 +47,17 @@ def register(sub) -> None:
                    help="quantization-aware fine-tune for the int8-full artifact: fake int8 on every op, the "
                         "integer variant (sigmoid GELU, half-pixel upsampling), trained to reproduce --init-weights' "
                         "masks (default off)")
+    p.add_argument("--teacher", type=path_arg, default=None, metavar="W",
+                   help="--qat: the fp32 weights whose probability maps the integer network learns to reproduce, "
+                        "e.g. the shipped fp32 weights while --init-weights is a previous QAT run "
+                        "(default: --init-weights)")
+    p.add_argument("--qat-ranges", default=None, metavar="{extremes,ema}",
+                   help="--qat activation ranges: extremes = those the int8-full export ships (the float network's "
+                        "min/max over the calibration images, recomputed every epoch); ema = moving average of "
+                        "training batches (default extremes)")
+    p.add_argument("--distill-logits", type=float, default=None, metavar="W",
+                   help="--qat: add W x the mean squared difference of the output logits with the teacher's (clamped "
+                        "to +-8) to the loss (default 0: probability targets only)")
     p.add_argument("--threads", type=thread_count, default=0, metavar="N",
                    help=f"CPU threads; {THREADS_MEANING} (default 0; divided among torchrun's processes)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
@@ -126,11 +137,14 @@ def cmd_train(args) -> int:
 
     if args.resume is None and args.data is None:
         raise ValueError("train needs --data DIR (or --resume RUN_DIR)")
-    given = {k: v for k, v in (("lr", args.lr), ("t_max", args.t_max), ("augment", args.augment)) if v is not None}
+    given = {k: v for k, v in (("lr", args.lr), ("t_max", args.t_max), ("augment", args.augment),
+                               ("qat_ranges", args.qat_ranges), ("distill_logits", args.distill_logits))
+             if v is not None}
     cfg = TrainConfig(data=str(args.data.resolve()) if args.data else "", epochs=args.epochs,
                       batch_size=args.batch_size, seed=args.seed, threads=args.threads, limit=args.limit,
                       skip_bad=args.skip_bad, qat=args.qat, **given,
-                      init_weights=str(args.init_weights.resolve()) if args.init_weights else None)
+                      init_weights=str(args.init_weights.resolve()) if args.init_weights else None,
+                      teacher=str(args.teacher.resolve()) if args.teacher else None)
     out = args.resume or args.out
     train(cfg, out, resume=args.resume is not None, progress=not args.no_progress)
     return 0

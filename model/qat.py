@@ -14,6 +14,10 @@ its accuracy (post-training: mask agreement 0.85). So the simulation is written 
 - GroupNorm is decomposed into the statistics the exported graph computes (spatial means, the centred square,
   group means, rsqrt, a per-channel scale and shift), each fake-quantized.
 - Gradients pass straight through the rounding inside the range (``torch.fake_quantize_per_tensor_affine``).
+- Activation ranges (``RANGE_MODES``): by default the ones the export will ship, i.e. the float network's extremes
+  over the calibration images (:meth:`QATNet.calibrate`, :func:`range_images`), recomputed after each epoch and
+  frozen while it trains, so the weights learn under the grids the artifact really has. The first QAT run used a
+  moving average of fake-quantized batch ranges (``ema``), which the export's extremes differ from.
 
 Observers are addressed by the order of the quantized ops in a forward pass, which is fixed for a network (it does
 not depend on the batch size: only tensors that descend from the input count). Their state is a plain dict saved
@@ -27,7 +31,12 @@ from torch.overrides import TorchFunctionMode
 
 QMIN, QMAX = -128, 127
 EMA = 0.01
-"""Moving-average factor of the activation ranges (per batch of training images)."""
+"""Moving-average factor of the activation ranges (per batch of training images), ``ranges="ema"``."""
+RANGE_MODES = ("extremes", "ema")
+"""How a QAT run sets its activation ranges. ``extremes`` (default): what the int8-full export ships, the min of
+per-image minima and max of maxima of the *float* network over the export's default calibration images
+(:func:`range_images`), recomputed after every epoch's training (and before the first) and frozen within the epoch.
+``ema``: a moving average of each training batch's min/max under fake quantization (the first QAT runs)."""
 
 _VALUE_PRESERVING = {
     "view", "reshape", "permute", "contiguous", "chunk", "split", "__getitem__", "squeeze", "unsqueeze", "flatten",
@@ -74,9 +83,10 @@ class FakeQuantMode(TorchFunctionMode):
     """Fake int8 on the forward pass it wraps. ``observers``: {op index: tensor([min, max])}, updated in place
     while ``update`` is True (training), read only otherwise (validation, export checks)."""
 
-    def __init__(self, observers: dict, update: bool, enabled: bool = True) -> None:
+    def __init__(self, observers: dict, update: bool, enabled: bool = True, observe_only: bool = False) -> None:
         super().__init__()
         self.observers, self.update, self.enabled = observers, update, enabled
+        self.observe_only = observe_only  # the float network: record each op's extremes, quantize nothing
         self.index = 0
         self.last_scale = 1e-8
 
@@ -87,6 +97,14 @@ class FakeQuantMode(TorchFunctionMode):
         self.index += 1
         lo, hi = t.detach().min(), t.detach().max()
         obs = self.observers.get(i)
+        if self.observe_only:
+            seen = torch.stack([lo, hi]).float()
+            if obs is None:
+                self.observers[i] = seen
+            else:
+                obs[0] = torch.minimum(obs[0], seen[0])
+                obs[1] = torch.maximum(obs[1], seen[1])
+            return _mark(t)
         if obs is None:
             obs = torch.stack([lo, hi]).float()
             self.observers[i] = obs
@@ -106,9 +124,10 @@ class FakeQuantMode(TorchFunctionMode):
         name = _name(func)
         if name == "group_norm":
             return self._group_norm(*args, **kwargs)
-        if name == "rsqrt":  # an int8 variance that rounds to 0 meets the kernel's largest output, never infinity
+        if name == "rsqrt" and not self.observe_only:
+            # an int8 variance that rounds to 0 meets the kernel's largest output, never infinity
             args = (self.positive(args[0]), *args[1:])
-        if name in _WEIGHTED and len(args) > 1 and isinstance(args[1], torch.Tensor):
+        if name in _WEIGHTED and not self.observe_only and len(args) > 1 and isinstance(args[1], torch.Tensor):
             args = (args[0], fake_quant_weight(args[1]), *args[2:])
         out = func(*args, **kwargs)
         if name in _VALUE_PRESERVING or not isinstance(out, torch.Tensor):
@@ -132,7 +151,7 @@ class FakeQuantMode(TorchFunctionMode):
         mean_g = q(m1.reshape(n, g, k).mean(dim=2, keepdim=True))
         spread = q(m1.reshape(n, g, k) - mean_g)
         var_g = q(q(var_c.reshape(n, g, k) + q(spread * spread)).mean(dim=2, keepdim=True) + eps)
-        rstd = q(torch.rsqrt(self.positive(var_g)))
+        rstd = q(torch.rsqrt(var_g if self.observe_only else self.positive(var_g)))
         scale = q(rstd.expand(n, g, k).reshape(n, c, 1, 1) * weight.reshape(1, c, 1, 1))
         shift = q(bias.reshape(1, c, 1, 1) - q(mean_g * rstd).expand(n, g, k).reshape(n, c, 1, 1)
                   * weight.reshape(1, c, 1, 1))
@@ -140,20 +159,47 @@ class FakeQuantMode(TorchFunctionMode):
 
 
 class QATNet(torch.nn.Module):
-    """``net`` (an EGEUNet) whose ``forward_logits`` runs under :class:`FakeQuantMode`. Training updates the
-    activation ranges; eval mode freezes them. ``observers`` is the state a checkpoint keeps."""
+    """``net`` (an EGEUNet) whose ``forward_logits`` runs under :class:`FakeQuantMode`. ``ranges="ema"``: training
+    updates the activation ranges, eval mode freezes them. ``ranges="extremes"``: the ranges are set only by
+    :meth:`calibrate` (the float network's extremes, as the export calibrates) and frozen in training too.
+    ``observers`` is the state a checkpoint keeps."""
 
-    def __init__(self, net: torch.nn.Module, observers: dict | None = None) -> None:
+    def __init__(self, net: torch.nn.Module, observers: dict | None = None, ranges: str = "ema") -> None:
         super().__init__()
+        if ranges not in RANGE_MODES:
+            raise ValueError(f"QAT ranges {ranges!r} is unknown; choose {', '.join(RANGE_MODES)}")
         self.net = net
         self.observers: dict = {} if observers is None else observers
+        self.ranges = ranges
         self.cfg = net.cfg
 
     def forward_logits(self, x: torch.Tensor):
-        mode = FakeQuantMode(self.observers, update=self.training)
+        mode = FakeQuantMode(self.observers, update=self.training and self.ranges == "ema")
         x = mode.quantize(_mark(x))  # the image as the graph's int8 input (outside the mode: not an op of the net)
         with mode:
             return self.net.forward_logits(x)
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor, batch_size: int = 16) -> dict:
+        """Set every observer to the extremes of the float network (no fake quantization anywhere) over ``x``
+        (normalised NCHW images): the elementwise min of per-image minima and max of maxima, as the exporter's
+        ``calibrate_extremes`` does on the float graph. The per-op minima over a batch are the minima of the
+        per-image minima (no op mixes images), so batches give the same ranges as single images. Returns the
+        observers (the same dict, updated in place)."""
+        was_training = self.net.training
+        self.net.eval()
+        fresh: dict = {}
+        try:
+            for i in range(0, len(x), batch_size):
+                mode = FakeQuantMode(fresh, update=True, observe_only=True)
+                xb = mode.quantize(_mark(x[i : i + batch_size]))
+                with mode:
+                    self.net.forward_logits(xb)
+        finally:
+            self.net.train(was_training)
+        self.observers.clear()
+        self.observers.update(fresh)
+        return self.observers
 
     def forward(self, x: torch.Tensor):
         return self.forward_logits(x)
@@ -162,10 +208,28 @@ class QATNet(torch.nn.Module):
         return {int(k): v.clone() for k, v in self.observers.items()}
 
 
+def range_images() -> torch.Tensor:
+    """The images the ``extremes`` ranges are computed on, as uint8 NHWC: the int8-full export's default calibration
+    set, i.e. the bundled sample's 64 ISIC 2017 train images (every 31st of the 1,999 train pairs; an export given no
+    ``--calib`` calibrates on exactly these, ``calibration/build.py``'s ``bundled_calibration_set``), decoded at
+    model resolution as the calibration set decodes them. Training images of ISIC 2017, never val or test."""
+    from .bundled import SAMPLE_DATA
+    from .data import load_split
+
+    return torch.from_numpy(load_split(SAMPLE_DATA, "train").images)
+
+
+def distillation_logits(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The fp32 reference's output logits for ``x``."""
+    with torch.no_grad():
+        return teacher.forward_logits(x)[1]
+
+
 def distillation_target(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The fp32 reference's probabilities for ``x``: what the integer network is trained to reproduce."""
     with torch.no_grad():
         return torch.sigmoid(teacher.forward_logits(x)[1])
 
 
-__all__ = ["FakeQuantMode", "QATNet", "distillation_target", "fake_quant_weight"]
+__all__ = ["RANGE_MODES", "FakeQuantMode", "QATNet", "distillation_logits", "distillation_target", "fake_quant_weight",
+           "range_images"]

@@ -47,7 +47,7 @@ from .data import LoadedSet, load_split
 from .ege_unet import EGEUNet, create_model, model_from_cfg
 from .layers import resize_bilinear, use_fused_norms, use_training_fast_paths
 from .metrics import Confusion
-from .qat import QATNet, distillation_target
+from .qat import RANGE_MODES, QATNet, distillation_logits, distillation_target, range_images
 
 CHECKPOINT_VERSION = 1
 DEFAULT_EPOCHS = 300  # the paper's
@@ -72,7 +72,10 @@ class TrainConfig:
     limit: int | None = None  # use only the first N train/val pairs (tests, smoke runs)
     augment: str = "paper"  # "strong" adds colour, gamma, saturation, zoom and shift (augment.py); not the paper's
     init_weights: str | None = None  # start from these weights (fine-tuning) instead of the seeded initialisation
-    qat: bool = False  # quantization-aware fine-tune of the integer variant, distilled from init_weights (model/qat.py)
+    qat: bool = False  # quantization-aware fine-tune of the integer variant, distilled from the teacher (model/qat.py)
+    teacher: str | None = None  # QAT: the fp32 weights distilled from (None: init_weights)
+    qat_ranges: str = "extremes"  # QAT activation ranges: "extremes" (the export's, per epoch) or "ema" (model/qat.py)
+    distill_logits: float = 0.0  # QAT: weight of a logit-matching term (mean squared logit difference, clamped)
     skip_bad: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -91,6 +94,11 @@ class TrainConfig:
              f"is unknown; choose {', '.join(AUGMENTATIONS)}"),
             ("--qat", self.qat, not self.qat or bool(self.init_weights),
              "needs --init-weights (the fp32 weights it starts from and is distilled from)"),
+            ("--teacher", self.teacher, self.teacher is None or self.qat, "is for --qat runs only"),
+            ("--distill-logits", self.distill_logits,
+             self.distill_logits >= 0 and (self.qat or not self.distill_logits), "must be >= 0, and is for --qat only"),
+            ("--qat-ranges", self.qat_ranges, self.qat_ranges in RANGE_MODES,
+             f"is unknown; choose {', '.join(RANGE_MODES)}"),
         ) if not ok]
         if bad:
             raise ValueError("; ".join(bad))
@@ -160,6 +168,17 @@ def recipe_loss(ds_logits: list[torch.Tensor], logits: torch.Tensor, target: tor
     return loss
 
 
+LOGIT_CLAMP = 8.0
+"""Logits beyond +-8 (probabilities beyond 0.9997 / 0.0003) count as equal in :func:`logit_distance`."""
+
+
+def logit_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the output logits, each clamped to +-LOGIT_CLAMP: a distillation term that keeps
+    pulling pixels near the decision boundary to the teacher's side (where the BCE against a probability near 0.5
+    barely pushes), without chasing the saturated logits of the background."""
+    return (student.clamp(-LOGIT_CLAMP, LOGIT_CLAMP) - teacher.clamp(-LOGIT_CLAMP, LOGIT_CLAMP)).square().mean()
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the kernel (training only).
 
@@ -182,18 +201,43 @@ def epoch_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1009 + rank)
 
 
+def _model_batch(images, channels_last: bool = True) -> torch.Tensor:
+    """uint8 NHWC contract images (numpy or tensor) -> the normalised NCHW model input."""
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(images)
+    x = minmax_normalize(x.permute(0, 3, 1, 2))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 @torch.no_grad()
-def evaluate_loaded(net: EGEUNet, data: LoadedSet, batch_size: int = 32, channels_last: bool = True) -> dict:
-    """Pooled metrics (official definition) of ``net`` on an in-memory set at model resolution."""
+def predict_masks(net: EGEUNet, data: LoadedSet, batch_size: int = 32, channels_last: bool = True) -> torch.Tensor:
+    """``net``'s thresholded masks (bool, N x H x W) on an in-memory set at model resolution."""
     net.eval()
+    out = []
+    for i in range(0, len(data), batch_size):
+        prob = torch.sigmoid(net.forward_logits(_model_batch(data.images[i : i + batch_size], channels_last))[1])
+        out.append(prob[:, 0] >= CONTRACT.threshold)
+    return torch.cat(out)
+
+
+def mask_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pooled Dice of two sets of masks: the drift report's mask agreement of an artifact with its reference."""
+    a, b = a.bool(), b.bool()
+    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
+
+
+@torch.no_grad()
+def evaluate_loaded(net: EGEUNet, data: LoadedSet, batch_size: int = 32, channels_last: bool = True,
+                    reference: torch.Tensor | None = None) -> dict:
+    """Pooled metrics (official definition) of ``net`` on an in-memory set at model resolution; with
+    ``reference`` (a teacher's masks, :func:`predict_masks`), also ``agreement``, the Dice of the two mask sets."""
+    masks = predict_masks(net, data, batch_size, channels_last)
     conf = Confusion()
     for i in range(0, len(data), batch_size):
-        x = minmax_normalize(torch.from_numpy(data.images[i : i + batch_size]).permute(0, 3, 1, 2))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        prob = torch.sigmoid(net.forward_logits(x)[1])[:, 0].numpy()
-        conf.add(prob >= CONTRACT.threshold, data.masks[i : i + batch_size])
-    return conf.summary()
+        conf.add(masks[i : i + batch_size].numpy(), data.masks[i : i + batch_size])
+    summary = conf.summary()
+    if reference is not None:
+        summary["agreement"] = mask_agreement(masks, reference)
+    return summary
 
 
 class _Interrupt:
@@ -274,8 +318,10 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
         if cfg.epochs is None:
             cfg.epochs = saved["epochs"]
         defaults = TrainConfig()
+        if saved.get("qat") and "qat_ranges" not in saved:
+            saved = {**saved, "qat_ranges": "ema"}  # a QAT run from before the range modes: it trained with ema
         for key in ("data", "batch_size", "lr", "weight_decay", "t_max", "eta_min", "seed", "model", "limit",
-                    "augment", "init_weights", "qat"):
+                    "augment", "init_weights", "qat", "teacher", "qat_ranges", "distill_logits"):
             given = getattr(cfg, key)
             if key in saved and saved[key] != given:
                 if given != getattr(defaults, key):
@@ -299,15 +345,23 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
     net = create_model(cfg.model)
     started_from = None  # a fine-tune's starting point, recorded now (init_provenance); a resume reads it back
     teacher = None
+    distilled_from = None  # a QAT run's teacher, recorded when it starts (init_provenance); a resume reads it back
     if cfg.init_weights and (state is None or cfg.qat):
         init = read_checkpoint(cfg.init_weights)
         if state is None:
             started_from = init_provenance(cfg.init_weights, init)
             load_state_strict(net, init["state_dict"], cfg.init_weights)
             log(f"starting from the weights in {cfg.init_weights}")
-        if cfg.qat:  # the fp32 reference the integer network learns to reproduce
-            teacher = model_from_cfg(init.get("model_cfg", {}))
-            load_state_strict(teacher, init["state_dict"], cfg.init_weights)
+        if cfg.qat:  # the fp32 reference the integer network learns to reproduce (--teacher, else --init-weights)
+            teacher_path = cfg.teacher or cfg.init_weights
+            teacher_ckpt = init if teacher_path == cfg.init_weights else read_checkpoint(teacher_path)
+            if state is None:
+                distilled_from = (started_from if teacher_path == cfg.init_weights
+                                  else init_provenance(teacher_path, teacher_ckpt))
+                if teacher_path != cfg.init_weights:
+                    log(f"distilling from the weights in {teacher_path}")
+            teacher = model_from_cfg(teacher_ckpt.get("model_cfg", {}))
+            load_state_strict(teacher, teacher_ckpt["state_dict"], teacher_path)
             teacher = use_fused_norms(teacher.to(device).to(memory_format=torch.channels_last).eval())
     net = net.to(device)
     if cfg.channels_last:
@@ -321,16 +375,24 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.t_max, eta_min=cfg.eta_min)
     history: list[dict] = []
     start_epoch, best_dsc = 1, -1.0
+    # what picks best.pt: val DSC; a QAT run with the export's ranges: val mask agreement with the teacher, the
+    # figure the int8-full artifact is judged on (a QAT run from before keeps DSC, as it started with)
+    select = "agreement" if cfg.qat and cfg.qat_ranges == "extremes" else "dsc"
+    best_score = -1.0
     if state is not None:
         started_from = state.get("started_from")
+        distilled_from = state.get("distilled_from", started_from)
         load_state_strict(net, state["state_dict"], str(last_path))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history, start_epoch, best_dsc = state["history"], state["epoch"] + 1, state["best_dsc"]
-        log(f"resumed {out_dir} at epoch {start_epoch} (best val DSC so far {best_dsc:.4f})")
+        select = state.get("select", "dsc")
+        best_score = state.get("best_score", best_dsc)
+        log(f"resumed {out_dir} at epoch {start_epoch} (best val {select} so far {best_score:.4f})")
     trained: torch.nn.Module = net
     if cfg.qat:
-        trained = QATNet(net, {int(k): v.clone() for k, v in (state or {}).get("qat_observers", {}).items()})
+        trained = QATNet(net, {int(k): v.clone() for k, v in (state or {}).get("qat_observers", {}).items()},
+                         ranges=cfg.qat_ranges)
     model: torch.nn.Module = _LogitsView(trained)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -346,6 +408,17 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
     for s in [*train_set.skipped, *(val_set.skipped if val_set is not None else [])]:
         log(f"skipped {s.path}: {s.reason}")
     images, masks = torch.from_numpy(train_set.images), torch.from_numpy(train_set.masks)
+    range_inputs = None
+    if cfg.qat and cfg.qat_ranges == "extremes":  # the export's calibration images, as model inputs
+        range_inputs = _model_batch(range_images(), cfg.channels_last).to(device)
+        if not trained.observers:  # a new run; a resumed one has the ranges its last epoch ended with
+            trained.calibrate(range_inputs)
+            log(f"QAT activation ranges: the float network's extremes over the export's default calibration set "
+                f"({len(range_inputs)} ISIC 2017 train images; {len(trained.observers)} quantized ops), recomputed "
+                "after every epoch")
+    val_reference = None
+    if teacher is not None and rank == 0:  # the teacher's val masks, for the agreement of every epoch
+        val_reference = predict_masks(teacher, val_set, channels_last=cfg.channels_last)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -374,9 +447,15 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
                     x, y = augment_batch(images[idx], masks[idx], aug_gen, strong=cfg.augment == "strong")
                     x, y = x.to(device), y.to(device)
                     if teacher is not None:  # QAT: the target is the fp32 reference's probability map
-                        y = distillation_target(teacher, x)
+                        if cfg.distill_logits:
+                            teacher_logits = distillation_logits(teacher, x)
+                            y = torch.sigmoid(teacher_logits)
+                        else:
+                            y = distillation_target(teacher, x)
                     ds_logits, logits = model(x)
                     loss = recipe_loss(ds_logits, logits, y)
+                    if teacher is not None and cfg.distill_logits:
+                        loss = loss + cfg.distill_logits * logit_distance(logits, teacher_logits)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -387,18 +466,26 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
                 train_seconds = time.time() - t0
                 lr = opt.param_groups[0]["lr"]
                 sched.step()
+                if range_inputs is not None:  # the ranges the export would calibrate for these weights
+                    trained.calibrate(range_inputs)
                 if rank == 0:
-                    val = evaluate_loaded(trained, val_set, channels_last=cfg.channels_last)
+                    val = evaluate_loaded(trained, val_set, channels_last=cfg.channels_last, reference=val_reference)
                     record = {"epoch": epoch, "loss": total / max(seen, 1), "lr": lr, "val_miou": val["miou"],
                               "val_dsc": val["dsc"], "seconds": time.time() - t0,
                               "img_per_s": seen * world / train_seconds}
+                    if "agreement" in val:
+                        record["val_agreement"] = val["agreement"]
                     history.append(record)
-                    is_best = val["dsc"] > best_dsc
+                    score = val[select]
+                    is_best = score > best_score
+                    best_score = max(best_score, score)
                     best_dsc = max(best_dsc, val["dsc"])
                     _save(out_dir, net, opt, sched, cfg, epoch, best_dsc, history, is_best, started_from,
-                          trained.observer_state() if cfg.qat else None)
+                          trained.observer_state() if cfg.qat else None, distilled_from=distilled_from,
+                          select=select, best_score=best_score)
+                    agreement = f"  agreement {val['agreement']:.4f}" if "agreement" in val else ""
                     log(f"epoch {epoch}: loss {record['loss']:.4f}  val mIoU {val['miou']:.4f}  DSC {val['dsc']:.4f}"
-                        f"{'  (best)' if is_best else ''}  {record['seconds']:.0f}s  "
+                        f"{agreement}{'  (best)' if is_best else ''}  {record['seconds']:.0f}s  "
                         f"train {record['img_per_s']:.1f} img/s")
                 if world > 1:
                     dist.barrier()
@@ -439,19 +526,21 @@ class _LogitsView(torch.nn.Module):
 
 def _save(out_dir: Path, net: EGEUNet, opt, sched, cfg: TrainConfig, epoch: int, best_dsc: float,
           history: list[dict], is_best: bool, started_from: dict | None = None,
-          qat_observers: dict | None = None) -> None:
+          qat_observers: dict | None = None, distilled_from: dict | None = None, select: str = "dsc",
+          best_score: float | None = None) -> None:
     state_dict = {k: v.contiguous() for k, v in net.state_dict().items()}
     model_cfg = {**asdict(net.cfg), "c_list": list(net.cfg.c_list)}
     base = {"format": "egeunet-deploy checkpoint", "version": CHECKPOINT_VERSION, "model_cfg": model_cfg,
             "contract": CONTRACT.to_dict(), "epoch": epoch}
     if qat_observers is not None:  # a QAT run's activation ranges (resume continues them exactly) and its teacher
         base["qat_observers"] = qat_observers
-        base["distilled_from"] = started_from
+        base["distilled_from"] = distilled_from if distilled_from is not None else started_from
     if is_best:
         atomic_torch_save({**base, "state_dict": state_dict, "val": history[-1]}, out_dir / "best.pt")
     atomic_torch_save({**base, "state_dict": state_dict, "optimizer": opt.state_dict(),
                        "scheduler": sched.state_dict(), "train_cfg": asdict(cfg), "best_dsc": best_dsc,
-                       "history": history, "started_from": started_from}, out_dir / "last.pt")
+                       "history": history, "started_from": started_from, "select": select,
+                       "best_score": best_dsc if best_score is None else best_score}, out_dir / "last.pt")
     write_logs(out_dir, history)
 
 
@@ -477,6 +566,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     a.legend()
     b.plot(ep, [h["val_dsc"] for h in history], label="val DSC")
     b.plot(ep, [h["val_miou"] for h in history], label="val mIoU")
+    if all("val_agreement" in h for h in history):
+        b.plot(ep, [h["val_agreement"] for h in history], label="val agreement with teacher")
     b.set_xlabel("epoch")
     b.legend()
     fig.tight_layout()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,10 @@ def ship_qat(run_dir: Path, data: Path, out: Path = QAT_WEIGHTS, card: Path = QA
               "contract": CONTRACT.to_dict(), "distilled_from": last.get("distilled_from") or last.get("started_from"),
               "training": {"run": run_dir.name, "epoch": best["epoch"], "epochs_run": last["epoch"], "lr": cfg["lr"],
                            "t_max": cfg["t_max"], "augment": cfg["augment"], "batch_size": cfg["batch_size"],
-                           "qat": True, "val_dsc_fake_int8": best.get("val", {}).get("val_dsc")}}
+                           "qat": True, "val_dsc_fake_int8": best.get("val", {}).get("val_dsc"),
+                           "val_agreement_fake_int8": best.get("val", {}).get("val_agreement"),
+                           "qat_ranges": cfg.get("qat_ranges", "ema"), "distill_logits": cfg.get("distill_logits", 0.0),
+                           "selected_on": last.get("select", "dsc"), "started_from": last.get("started_from")}}
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "weights.pt"
         atomic_torch_save(record, staged)
@@ -102,6 +106,30 @@ def model_card(r: dict) -> str:
                     f"{s['int8_full']['dsc']:.4f} | {s['int8_full_delta_dsc']:+.4f} | "
                     f"{s['int8_full_agreement']:.4f} |")
     src = r.get("distilled_from") or {}
+    init = t.get("started_from") or src
+    ranges = t.get("qat_ranges", "ema")
+    command = f"egeunet train --qat --init-weights {init.get('file', 'model/assets/egeunet_isic2017.pt')}"
+    if init.get("sha256") != src.get("sha256"):
+        command += f" --teacher {src.get('file', 'model/assets/egeunet_isic2017.pt')}"
+    start = ("started from the shipped fp32 weights" if init.get("sha256") == src.get("sha256") else
+             f"started from {init.get('file')} (sha256 `{str(init.get('sha256', ''))[:16]}...`, itself a QAT "
+             "fine-tune of the fp32 weights), distilled from the shipped fp32 weights")
+    range_text = ("activation ranges set as the export sets them: the float network's extremes (min of per-image "
+                  "minima, max of maxima) over the export's default calibration set (the bundled sample's 64 ISIC "
+                  "2017 train images), recomputed after every epoch and frozen while it trains"
+                  if ranges == "extremes" else "activation ranges from a moving average of training batches")
+    logits = (f"; plus {t['distill_logits']:g} x the mean squared difference of the clamped output logits"
+              if t.get("distill_logits") else "")
+    selected = ("selected on val mask agreement with the fp32 weights under fake int8"
+                if t.get("selected_on") == "agreement" else "selected on val DSC under fake int8")
+    how = textwrap.fill(
+        f"**How it was trained.** `{command}` (run `{t['run']}`): {start} (sha256 `{str(src.get('sha256', ''))[:16]}"
+        f"...`), fake int8 on every op of the forward pass (per-channel int8 weights, per-tensor int8 activations, "
+        f"GroupNorm decomposed into the statistics the exported graph computes; {range_text}), trained to reproduce "
+        f"the fp32 weights' probability maps (distillation: the recipe's BCE+Dice with deep supervision, the teacher's "
+        f"map as the target{logits}) on the ISIC 2017 train split with the paper's augmentation; lr {t['lr']:g}, "
+        f"cosine over {t['t_max']} epochs, batch {t['batch_size']}; epoch {t['epoch']} of {t['epochs_run']} "
+        f"{selected}.", width=116, break_on_hyphens=False, break_long_words=False)
     return f"""# EGE-UNet ISIC 2017, integer variant (quantization-aware fine-tune) — `egeunet_isic2017_int8full.pt`
 
 The default weights of `egeunet export --target tflite --precision int8-full`: the artifact whose every op but the
@@ -112,13 +140,7 @@ the GELU is `x * sigmoid(1.702 x)` (TFLite Micro has no GELU kernel; LOGISTIC an
 and the 2x bilinear upsampling uses half-pixel centres (`align_corners=False`; Ethos-U resizes only exact 2x
 half-pixel or (2n-1)/(n-1) align-corners in hardware). Same parameters and state_dict layout as the paper's model.
 
-**How it was trained.** `egeunet train --qat --init-weights {src.get('file', 'model/assets/egeunet_isic2017.pt')}`:
-started from the shipped fp32 weights (sha256 `{str(src.get('sha256', ''))[:16]}...`), fake int8 on every op of the
-forward pass (per-channel int8 weights, per-tensor int8 activations with moving-average ranges, GroupNorm decomposed
-into the statistics the exported graph computes), trained to reproduce the fp32 weights' probability maps
-(distillation: the recipe's BCE+Dice with deep supervision, the teacher's map as the target) on the ISIC 2017 train
-split with the paper's augmentation; lr {t['lr']:g}, cosine over {t['t_max']} epochs, batch {t['batch_size']};
-epoch {t['epoch']} of {t['epochs_run']} selected on val under fake int8.
+{how}
 
 **Measured** (model resolution 256x256, pooled over each split, threshold 0.5; the int8-full artifact run by LiteRT,
 {r.get('artifact_bytes', 0) / 1024:.0f} KB; agreement = Dice of its masks with the fp32 weights' masks):
