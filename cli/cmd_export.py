@@ -2,13 +2,16 @@
 
 The CLI mirrors the API: ``egeunet export --target tflite --precision int8`` calls the same
 ``egeunet_deploy.export.export(...)`` a Python user calls. Target and precision are validated there (not with
-argparse ``choices``) so that a typo gets the same close-match hint from both.
+argparse ``choices``) so that a typo gets the same close-match hint from both; the help is written from the target
+table (``export/targets.py``, cheap to import), so a new target or precision appears in it without an edit here.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from egeunet_deploy.export.targets import TARGETS, Precision
 
 from .args import NO_PROGRESS_HELP, comma_names, path_arg
 
@@ -17,20 +20,20 @@ DEFAULT_OUT = Path("out/export")
 
 def register(sub) -> None:
     """Add the export sub-commands to the ``egeunet`` parser."""
-    p = sub.add_parser("export", help="export ONNX / TFLite / Core ML artifacts (fp32, fp16, int8, int8-full) with "
-                                      "metadata")
+    p = sub.add_parser("export", help=f"export {' / '.join(t.title for t in TARGETS.values())} artifacts "
+                                      f"({', '.join(Precision)}) with metadata")
     p.set_defaults(handler=cmd_export)
     p.add_argument("--weights", type=path_arg, default=None,
                    help="weights file (toolkit checkpoint or official state_dict); default: the shipped weights "
                         "(for int8-full: the shipped quantization-aware fine-tune)")
     p.add_argument("--target", default=None, metavar="TARGET",
-                   help="onnx, tflite, coreml, all, or a comma-separated list (several: a table, failures isolated); "
-                        "required unless --list")
+                   help=f"{', '.join(TARGETS)}, all, or a comma-separated list (several: a table, failures "
+                        "isolated); required unless --list")
     p.add_argument("--precision", default=None, metavar="PRECISION",
-                   help="fp32, fp16, int8 (sensitive ops kept float: phone CPUs), int8-full (TFLite: every op "
-                        "integer but the input's min-max stretch, int8 output: NPUs, TFLite Micro) or int8w (Core ML "
-                        "weight-only), or a comma-separated list; default fp32 for one target, every precision each "
-                        "target has with several")
+                   help="; ".join(f"{p}: {p.help} [{', '.join(t.name for t in TARGETS.values() if p in t.precisions)}]"
+                                  for p in Precision)
+                        + "; or a comma-separated list (default fp32 for one target, every precision each target "
+                          "has with several)")
     p.add_argument("--calib", type=path_arg, default=None, metavar="CALIB",
                    help="calibration set from `egeunet calibrate` (int8, int8-full); default: built from the bundled "
                         "sample")
@@ -74,7 +77,7 @@ def register(sub) -> None:
 
 def cmd_export(args) -> int:
     from egeunet_deploy.export import export, export_all, export_formats
-    from egeunet_deploy.export.api import CALIBRATED
+    from egeunet_deploy.export.targets import CALIBRATED
 
     if args.list:
         for row in export_formats():
@@ -84,9 +87,10 @@ def cmd_export(args) -> int:
                   f"options {','.join(row['options']) or '-':24s} {state}{'; ' + extra if extra else ''}")
         return 0
     if args.target is None:
-        raise ValueError("export needs --target onnx, tflite, coreml or all (see --list)")
+        raise ValueError(f"export needs --target {', '.join(TARGETS)} or all (see --list)")
     targets = comma_names(args.target, "--target")
-    precisions = comma_names(args.precision, "--precision")
+    names = comma_names(args.precision, "--precision")
+    precisions = [Precision.parse(p) for p in names] if names else None  # the edge: members from here on
     if args.blame_split is not None and args.blame_data is None:
         raise ValueError("--blame-split applies to --blame-data; without --blame-data the blame ranking uses the "
                          "bundled sample's test pairs")
@@ -95,8 +99,8 @@ def cmd_export(args) -> int:
 
     log = ExportLog(progress=not args.no_progress)
     several = "all" in targets or len(targets) > 1 or (precisions is not None and len(precisions) > 1)
-    building = precisions or (None if several else ["fp32"])  # None: every precision, int8 included
-    if args.calib is not None and building is not None and not set(building) & set(CALIBRATED):
+    building = precisions or (None if several else [Precision.FP32])  # None: every precision, int8 included
+    if args.calib is not None and building is not None and not any(p.calibrated for p in building):
         raise ValueError(f"--calib is used by {', '.join(CALIBRATED)} only, and this export builds "
                          f"{', '.join(building)}; add --precision int8")
     if several:
@@ -109,11 +113,11 @@ def cmd_export(args) -> int:
                              log=log)
         log.finish()
         for r in results:
-            if r.status == "ok" and r.precision == "int8-full":
+            if r.status == "ok" and r.precision is Precision.INT8_FULL:
                 ethos_u_step(r.path)
         failed = [r for r in results if r.status == "failed"]
         return 1 if failed else 0
-    path = export(targets[0], precisions[0] if precisions else "fp32", weights=args.weights, out_dir=args.out,
+    path = export(targets[0], building[0], weights=args.weights, out_dir=args.out,
                   calib=args.calib, raw=args.raw, nhwc=args.nhwc, dynamic_batch=args.dynamic_batch,
                   blame=not args.no_blame, blame_data=args.blame_data, blame_split=blame_split, log=log)
     log.finish()
@@ -121,7 +125,7 @@ def cmd_export(args) -> int:
 
     sha, size = artifact_digest(path)
     print(f"wrote {path} ({size / 1024:.1f} KB, sha256 {sha[:12]}...); manifest: {path.parent / 'manifest.json'}")
-    if precisions and precisions[0] == "int8-full":
+    if building[0] is Precision.INT8_FULL:
         ethos_u_step(path)
     return 0
 

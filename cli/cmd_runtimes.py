@@ -8,6 +8,9 @@ from pathlib import Path
 
 from .args import NO_PROGRESS_HELP, THREADS_MEANING, all_cores, comma_names, path_arg, thread_count, thread_counts
 
+DEVICES = ("auto", "cpu", "cuda", "gpu", "android")
+"""``runtimes.base.DEVICES``, mirrored so that ``--help`` does not import the runtimes (checked by a test)."""
+HOST_DEVICES = tuple(d for d in DEVICES if d != "android")
 VELA_DEVICES = ("ethos-u55-256", "ethos-u65-512", "ethos-u85-256")
 """``egeunet bench --device`` names that compile with Arm's Vela (``runtimes.vela.CONFIGS``, checked by a test)."""
 RUNTIME_HELP = ("runner by name instead of the default for each file's kind, e.g. tflm (TensorFlow Lite Micro's "
@@ -35,7 +38,7 @@ def register(sub) -> None:
     p.add_argument("--weights", type=path_arg, default=None, help="reference weights (default: the shipped weights)")
     p.add_argument("--threads", type=thread_count, default=None, metavar="N",
                    help=f"threads per runtime; {THREADS_MEANING} (default: each runtime's own choice)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+    p.add_argument("--device", default="auto", choices=HOST_DEVICES,
                    help="auto: CUDA where a backend has it, else CPU (default auto)")
     p.add_argument("--runtime", default=None, metavar="NAME", help=RUNTIME_HELP)
     p.add_argument("--limit", type=int, default=None, metavar="N",
@@ -51,7 +54,7 @@ def register(sub) -> None:
     p.add_argument("--artifact", type=path_arg, action="append", required=True, metavar="FILE[@RUNTIME]",
                    help="artifact or PyTorch weights; repeat to compare (timed interleaved in one process); "
                         "FILE@RUNTIME times it in that runner (egeunet_fp32.onnx@openvino); required")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "android", *VELA_DEVICES),
+    p.add_argument("--device", default="auto", choices=(*DEVICES, *VELA_DEVICES),
                    help="auto: CUDA where present, else CPU, and says which (default auto); "
                         f"{', '.join(VELA_DEVICES)}: Arm's Vela compiles the artifact for that Ethos-U NPU and "
                         "prints its estimate (not a measurement)")
@@ -129,7 +132,7 @@ def cmd_doctor(args) -> int:
     for c in converters:
         mark = "ok " if c["available"] else "-- "
         limits = "; ".join(f"{p} needs {why}" for p, why in c["os_only"].items())
-        print(f"{mark} {c['target']:12} {','.join(c['precisions']):22} {c['suffix']:12} "
+        print(f"{mark} {c['target']:12} {','.join(c['precisions']):25} {c['suffix']:12} runs in {c['runner']:12} "
               f"{c['reason'] if not c['available'] else limits}")
     return 0
 

@@ -1,102 +1,29 @@
-"""The export registry and the two entry points the CLI, the tests and the runtimes call.
+"""The two entry points the CLI, the tests and the runtimes call: :func:`export` and :func:`export_all`.
 
-Ultralytics' ``export_formats()`` pattern without its single exporter class: one :class:`Target` row per format
-(suffix, precisions, allowed options, converter packages, default layout) and one module per target with an
-``export_<target>`` function. :func:`export` validates everything first (unknown names get a close-match hint, an
-option a target does not support is refused instead of silently ignored), loads the weights strictly, resolves the
-calibration set for int8, builds the metadata record once and lets the target module write the artifact atomically.
-:func:`export_all` walks the table and keeps going when one artifact fails: a failure is a row, not a crash.
+The format table is :mod:`.targets` (one :class:`Target` row per format); the exporter interface is
+:mod:`.exporter` (each target module's ``export_<target>(job)``). :func:`export` validates everything first
+(unknown names get a close-match hint, an option a target does not support is refused instead of silently
+ignored), loads the weights strictly, resolves the calibration set for int8, builds the metadata record once and
+lets the target's exporter write the artifact atomically. :func:`export_all` walks the table and keeps going when
+one artifact fails: a failure is a row, not a crash.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import importlib.util
 import os
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from egeunet_deploy.model.checkpoint import load_model
 
+from .exporter import ExportJob, ExportUnavailable
 from .metadata import build_metadata, read_manifest, update_manifest
+from .targets import CALIBRATED, TARGETS, Precision, Target, get_target
 from .wrappers import INPUT_NAME, OUTPUT_NAME, IOSpec
-
-PRECISIONS = ("fp32", "fp16", "int8", "int8-full", "int8w")
-PRECISION_HELP = {
-    "fp32": "float32 weights and compute (the reference)",
-    "fp16": "float16 weights (TFLite: dequantized at load on CPU; Core ML: float16 compute)",
-    "int8": "int8 calibrated on the calibration set, sensitive ops kept float (phone CPUs)",
-    "int8-full": "every op integer but the input's min-max stretch, int8 output (NPUs, TFLite Micro); "
-                 "defaults to the QAT weights",
-    "int8w": "int8 weights only, float compute (Core ML linear_quantize_weights)",
-}
-OPTIONS = ("raw", "nhwc", "dynamic_batch")
-CALIBRATED = ("int8", "int8-full")
-INTEGER_WEIGHTS_DEFAULT = ("int8-full",)
-"""Precisions whose default weights are the quantization-aware fine-tune (``model.bundled.QAT_WEIGHTS``)."""
-
-
-class ExportUnavailable(ValueError):
-    """This target or precision cannot be built here (missing package, or needs another OS); says why."""
-
-
-class ExportError(RuntimeError):
-    """A converter produced something that fails the exporter's own checks (never written to disk)."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """One row of the format table."""
-
-    name: str
-    title: str
-    suffix: str
-    precisions: tuple[str, ...]
-    options: frozenset[str]
-    layout: str  # layout of the deployment (baked) I/O; ``--raw`` is NCHW unless ``--nhwc``
-    packages: tuple[str, ...]  # import names, checked with find_spec (cheap, no import)
-    distributions: tuple[str, ...]  # pip names: install hint and the tool versions in the metadata
-    os_only: dict = field(default_factory=dict)  # precision -> (platform, why) where a precision needs one OS
-
-    @property
-    def module(self) -> str:
-        return f"{__package__}.{self.name}"
-
-    def is_available(self) -> tuple[bool, str]:
-        missing = [d for p, d in zip(self.packages, self.distributions, strict=True)
-                   if importlib.util.find_spec(p) is None]
-        if missing:
-            return False, f"{self.title} export needs {', '.join(missing)} (pip install 'egeunet-deploy[{self.name}]')"
-        return True, "ok"
-
-    def precision_available(self, precision: str) -> tuple[bool, str]:
-        ok, reason = self.is_available()
-        if not ok:
-            return ok, reason
-        if precision in self.os_only:
-            mod = importlib.import_module(self.module)
-            return mod.precision_available(precision)
-        return True, "ok"
-
-
-TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("onnx", "ONNX", ".onnx", ("fp32", "int8"), frozenset(OPTIONS), "NCHW",
-           ("onnx", "onnxruntime", "onnxslim"), ("onnx", "onnxruntime", "onnxslim")),
-    Target("tflite", "TFLite (LiteRT)", ".tflite", ("fp32", "fp16", "int8", "int8-full"), frozenset({"raw", "nhwc"}),
-           "NHWC",
-           ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"),
-           ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")),
-    Target("coreml", "Core ML (mlprogram)", ".mlpackage", ("fp32", "fp16", "int8w", "int8"),
-           frozenset({"raw", "nhwc"}), "NHWC", ("coremltools",), ("coremltools",),
-           os_only={"int8": ("darwin", "activation calibration runs the model: macOS only")}),
-    Target("executorch", "ExecuTorch (XNNPACK)", ".pte", ("fp32", "int8"), frozenset(), "NHWC",
-           ("executorch",), ("executorch",)),
-)}
 
 
 @dataclass
@@ -118,30 +45,19 @@ def export_formats() -> list[dict]:
     for t in TARGETS.values():
         ok, reason = t.is_available()
         rows.append({"target": t.name, "format": t.title, "suffix": t.suffix, "precisions": list(t.precisions),
-                     "options": sorted(t.options), "layout": t.layout, "available": ok,
+                     "options": sorted(t.options), "layout": t.layout, "runner": t.runner, "extra": t.extra,
+                     "int8_recipe": t.quantizer or f"export/{t.name}.py", "available": ok,
                      "reason": reason if not ok else "",
                      "os_only": {p: f"{v[0]}: {v[1]}" for p, v in t.os_only.items()}})
     return rows
 
 
-def _hint(value: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, list(known), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def get_target(name: str) -> Target:
-    if name not in TARGETS:
-        raise ValueError(f"unknown export target {name!r}; known: {', '.join(TARGETS)}, all{_hint(name, TARGETS)}")
-    return TARGETS[name]
-
-
-def check_precision(precision: str, target: Target | None = None) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
-                         f"{_hint(precision, PRECISIONS)}")
+def check_precision(precision: str | Precision, target: Target | None = None) -> Precision:
+    """A precision name as the :class:`Precision` it names, and one the target exports (the edge check)."""
+    precision = Precision.parse(precision)
     if target is not None and precision not in target.precisions:
-        extra = " (weight-only int8 is 'int8w' for Core ML)" if precision == "int8w" else ""
-        raise ValueError(f"{target.name} does not export precision {precision!r}; it exports "
+        extra = " (weight-only int8 is 'int8w' for Core ML)" if precision is Precision.INT8W else ""
+        raise ValueError(f"{target.name} does not export precision '{precision}'; it exports "
                          f"{', '.join(target.precisions)}{extra}")
     return precision
 
@@ -210,24 +126,29 @@ def resolve_calibration(calib: Path | str | None, out_dir: Path, log: Callable[[
     return path
 
 
-BLAMED = ("onnx", "tflite")
-"""Targets whose int8 artifacts carry the int8 blame ranking (calibration/blame.py)."""
-
-
-def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path, calib: Path | None = None,
-           raw: bool = False, nhwc: bool = False, dynamic_batch: bool = False, blame: bool = False,
-           blame_data: Path | None = None, blame_split: str = "val", graph: str = "fast",
+def export(target: str, precision: str | Precision = Precision.FP32, *, weights=None, out_dir: Path,
+           calib: Path | None = None, raw: bool = False, nhwc: bool = False, dynamic_batch: bool = False,
+           blame: bool = False, blame_data: Path | None = None, blame_split: str = "val", graph: str | None = None,
            log: Callable[[str], None] | None = print) -> Path:
     """Export one artifact and return its path. Every problem a user can fix raises a ValueError/OSError subclass
-    that says what and where; a converter failure raises without leaving a file behind.
+    that says what and where; a converter failure raises without leaving a file behind. The checks every target
+    shares happen here, once; the target's exporter gets an :class:`~.exporter.ExportJob` (see export/exporter.py).
 
-    ``blame`` (int8, ONNX and TFLite): also rank the network's blocks by the Dice quantizing each one alone costs,
-    on ``blame_data`` [``blame_split``] (default: the bundled sample's 32 test pairs), and store the ranking in
-    the artifact's metadata (``int8_blame``) and beside it (``<artifact>.blame.json``). Off by default here (it
-    re-quantizes once per block: ~1 min for TFLite, ~2 min for ONNX on this machine); ``egeunet export`` turns it on
-    for int8 unless ``--no-blame``. ``graph="deploy"`` converts
-    the plain DeployEGEUNet instead of the rewritten network (float only; the benchmark's baseline)."""
+    ``blame`` (int8 of a target whose row has ``blame``: ONNX, TFLite): also rank the network's blocks by the Dice
+    quantizing each one alone costs, on ``blame_data`` [``blame_split``] (default: the bundled sample's 32 test
+    pairs), and store the ranking in the artifact's metadata (``int8_blame``) and beside it
+    (``<artifact>.blame.json``). Off by default here (it re-quantizes once per block: ~1 min for TFLite, ~2 min for
+    ONNX on this machine); ``egeunet export`` turns it on for int8 unless ``--no-blame``. ``graph`` (default: the
+    target's first) picks the module converted, from the target's ``graphs``: ``deploy`` is the plain DeployEGEUNet
+    instead of the rewritten network (float only; the benchmark's baseline)."""
     t = validate_args(target, precision, raw, nhwc, dynamic_batch)
+    precision = Precision.parse(precision)
+    graph = graph or t.graphs[0]
+    if graph not in t.graphs:
+        raise ValueError(f"{t.name} converts the graphs {', '.join(t.graphs)}; not {graph!r}")
+    if precision is not Precision.FP32 and precision is not Precision.FP16 and graph != t.graphs[0]:
+        raise ValueError(f"{precision} quantizes the {t.graphs[0]!r} graph (its recipe addresses that graph's "
+                         f"blocks); graph={graph!r} is for float artifacts")
     ok, reason = t.precision_available(precision)
     if not ok:
         raise ExportUnavailable(f"{t.name} {precision}: {reason}")
@@ -237,9 +158,9 @@ def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path,
     spec = io_spec(t, raw, nhwc, dynamic_batch)
 
     calib_images = calib_record = None
-    if calib is not None and precision not in CALIBRATED and log:
+    if calib is not None and not precision.calibrated and log:
         log(f"note: --calib is used by {', '.join(CALIBRATED)} only; {precision} ignores it")
-    if precision in CALIBRATED:
+    if precision.calibrated:
         from egeunet_deploy.calibration import calibration_sha256, load_calibration_set
 
         calib_path = resolve_calibration(calib, out_dir, log)
@@ -258,24 +179,23 @@ def export(target: str, precision: str = "fp32", *, weights=None, out_dir: Path,
         extra={"artifact": name, "weights_file": Path(ckpt["path"]).name, "model_cfg": _cfg(net),
                "gates_folded": True, "dynamic_batch": spec.dynamic_batch, "calibration": calib_record,
                "quantization": None, "distilled_from": ckpt.get("distilled_from")})
-    exporter = getattr(importlib.import_module(t.module), f"export_{t.name}")
-    path = out_dir / name
-    kwargs = {}
-    if t.name in BLAMED:
-        kwargs["graph"] = graph
-        if precision in CALIBRATED and blame:
-            kwargs["blame"] = _blame_set(blame_data, blame_split)
-    elif graph != "fast":
-        raise ValueError(f"{t.name} exports the plain DeployEGEUNet only; graph={graph!r} applies to onnx and tflite")
-    exporter(net, path, precision=precision, spec=spec, meta=meta, calib_images=calib_images, log=log, **kwargs)
-    update_manifest(out_dir, path, meta)
-    return path
+    ranked = blame and t.blame and precision is Precision.INT8
+    job = ExportJob(net=net, path=out_dir / name, precision=precision, spec=spec, meta=meta,
+                    calib_images=calib_images, graph=graph, log=log,
+                    blame=_blame_set(blame_data, blame_split) if ranked else None)
+    t.exporter()(job)
+    if job.blame_record is not None:
+        from egeunet_deploy.calibration.blame import write_sidecar
+
+        write_sidecar(job.path, job.blame_record)
+    update_manifest(out_dir, job.path, meta)
+    return job.path
 
 
-def default_weights(precision: str, weights=None):
+def default_weights(precision: str | Precision, weights=None):
     """``weights`` as given, else the shipped weights for the precision: the QAT fine-tune for ``int8-full`` when it
     is installed, the fp32 weights otherwise (None)."""
-    if weights is not None or precision not in INTEGER_WEIGHTS_DEFAULT:
+    if weights is not None or not Precision.parse(precision).qat_default:
         return weights
     from egeunet_deploy.model.bundled import QAT_WEIGHTS
 
@@ -297,7 +217,8 @@ def _cfg(net) -> dict:
     return cfg
 
 
-def plan(targets: Iterable[str] | None = None, precisions: Iterable[str] | None = None) -> list[tuple[Target, str]]:
+def plan(targets: Iterable[str] | None = None,
+         precisions: Iterable[str] | None = None) -> list[tuple[Target, Precision]]:
     """Every (target, precision) pair to build: the table, filtered by the names given (each validated)."""
     ts = [get_target(n) for n in targets] if targets else list(TARGETS.values())
     ps = [check_precision(p) for p in precisions] if precisions else None
@@ -320,7 +241,7 @@ def export_all(*, weights=None, out_dir: Path, calib: Path | None = None, target
     out_dir = ensure_writable(out_dir)
     read_manifest(out_dir)  # fail once, before any conversion, on a damaged manifest
     runnable = [(t, p) for t, p in pairs if t.precision_available(p)[0]]
-    if any(p in CALIBRATED for _, p in runnable):
+    if any(p.calibrated for _, p in runnable):
         from egeunet_deploy.calibration import load_calibration_set
 
         calib = resolve_calibration(calib, out_dir, log)
@@ -335,7 +256,7 @@ def export_all(*, weights=None, out_dir: Path, calib: Path | None = None, target
         _log(log, f"{t.name} {p}: exporting ...")
         start = time.perf_counter()
         try:
-            path = export(t.name, p, weights=weights, out_dir=out_dir, calib=calib if p in CALIBRATED else None,
+            path = export(t.name, p, weights=weights, out_dir=out_dir, calib=calib if p.calibrated else None,
                           blame=blame, blame_data=blame_data, blame_split=blame_split, log=log)
         except KeyboardInterrupt:
             raise

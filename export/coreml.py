@@ -17,7 +17,6 @@ import contextlib
 import io
 import json
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +25,18 @@ import torch
 from egeunet_deploy.model.checkpoint import atomic_replace_folder
 from egeunet_deploy.model.ege_unet import EGEUNet
 
-from .api import ExportError, ExportUnavailable
+from .exporter import ExportError, ExportJob, ExportUnavailable
 from .metadata import METADATA_KEY, set_coreml_metadata
+from .targets import Precision
 from .wrappers import INPUT_NAME, OUTPUT_NAME, IOSpec, deploy_module
 
 # minimum deployment target per precision: constexpr (int8 weight) ops need iOS 16, activation quantization iOS 17
-DEPLOYMENT_TARGET = {"fp32": "iOS16", "fp16": "iOS16", "int8w": "iOS16", "int8": "iOS17"}
+DEPLOYMENT_TARGET = {Precision.FP32: "iOS16", Precision.FP16: "iOS16", Precision.INT8W: "iOS16",
+                     Precision.INT8: "iOS17"}
 
 
-def precision_available(precision: str) -> tuple[bool, str]:
-    if precision == "int8":
+def precision_available(precision: Precision) -> tuple[bool, str]:
+    if precision is Precision.INT8:
         from egeunet_deploy.calibration.coreml_quant import activation_quant_available  # lazy: no import-time edge
 
         return activation_quant_available()
@@ -85,7 +86,7 @@ def to_mlmodel(net: EGEUNet, spec: IOSpec, precision: str):
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, example)
-    compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+    compute = ct.precision.FLOAT32 if precision is Precision.FP32 else ct.precision.FLOAT16
     with _numpy2_int_fix(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         return ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
@@ -125,29 +126,27 @@ def check_package(path: Path, spec: IOSpec, meta: dict) -> None:
         raise ExportError(f"{path.name}: " + "; ".join(problems))
 
 
-def export_coreml(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, meta: dict,
-                  calib_images: np.ndarray | None = None, log: Callable[[str], None] | None = None) -> None:
+def export_coreml(job: ExportJob) -> None:
+    """The exporter (export/exporter.py): fp32 / fp16, int8 weights, int8 weights + activations (macOS)."""
     from egeunet_deploy.calibration import coreml_quant
 
+    spec, meta, precision = job.spec, job.meta, job.precision
     ok, reason = precision_available(precision)
     if not ok:
         raise ExportUnavailable(reason)
-    if log:
-        log(f"coreml {precision}: tracing and converting with coremltools (about 30 s on 2 CPU cores)")
-    mlmodel = to_mlmodel(net, spec, precision)
+    job.say(f"coreml {precision}: tracing and converting with coremltools (about 30 s on 2 CPU cores)")
+    mlmodel = to_mlmodel(job.net, spec, precision)
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        if precision == "int8w":
+        if precision is Precision.INT8W:
             mlmodel = coreml_quant.quantize_weights_int8(mlmodel)
             meta["quantization"] = coreml_quant.WEIGHTS_ONLY.describe()
-        elif precision == "int8":
-            if calib_images is None:
-                raise ValueError("coreml int8 needs a calibration set")
-            feed = calib_images if spec.baked else spec.feed(calib_images)
+        elif precision is Precision.INT8:
+            feed = job.calib_images if spec.baked else spec.feed(job.calib_images)
             mlmodel = coreml_quant.quantize_w8a8(mlmodel, feed, INPUT_NAME, image_input=spec.baked)
             meta["quantization"] = coreml_quant.W8A8.describe()
     meta["coreml"] = {"input_type": "image (RGB pixel buffer)" if spec.baked else "multiarray",
-                      "compute_precision": "float32" if precision == "fp32" else "float16",
+                      "compute_precision": "float32" if precision is Precision.FP32 else "float16",
                       "minimum_deployment_target": DEPLOYMENT_TARGET[precision]}
     set_coreml_metadata(mlmodel, meta)
 
@@ -155,4 +154,4 @@ def export_coreml(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, met
         mlmodel.save(str(staged))
         check_package(staged, spec, meta)
 
-    atomic_replace_folder(path, save_and_check)  # also refuses to commit after a Ctrl-C coremltools swallowed
+    atomic_replace_folder(job.path, save_and_check)  # also refuses to commit after a Ctrl-C coremltools swallowed

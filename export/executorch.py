@@ -24,7 +24,6 @@ a file on disk always runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,10 @@ from egeunet_deploy.model.checkpoint import atomic_write_bytes
 from egeunet_deploy.model.ege_unet import EGEUNet
 
 from . import metadata as _metadata
-from .api import ExportError
+from .exporter import ExportError, ExportJob, check_probabilities
+from .targets import TARGETS, Precision
 from .wrappers import IOSpec, deploy_module
 
-SUFFIX = ".pte"
 METHOD = "forward"
 METADATA_METHOD = _metadata.METADATA_KEY
 """The constant method that returns the metadata JSON (uint8 bytes)."""
@@ -113,31 +112,22 @@ def smoke_check(data: bytes, spec: IOSpec) -> None:
     except Exception as e:
         raise ExportError(f"the ExecuTorch runtime cannot run the exported program ({type(e).__name__}: "
                           f"{e})") from None
-    y = y.numpy()
-    want = [1 if not isinstance(d, int) else d for d in spec.output_shape]
-    if list(y.shape) != want or not np.isfinite(y).all() or y.min() < 0 or y.max() > 1:
-        raise ExportError(f"exported program returns {y.dtype} {list(y.shape)} in [{y.min():.3g}, {y.max():.3g}], "
-                          f"expected probabilities shaped {want}")
+    check_probabilities(y.numpy(), spec, "exported program")
 
 
-def export_executorch(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, meta: dict,
-                      calib_images: np.ndarray | None = None, log: Callable[[str], None] | None = None,
-                      graph: str = "fast") -> None:
-    if spec.dynamic_batch:
-        raise ValueError("executorch programs here have a fixed batch of 1")
+def export_executorch(job: ExportJob) -> None:
+    """The exporter (export/exporter.py): fp32, or int8 through PT2E, lowered to XNNPACK."""
+    net, path, precision, spec, meta = job.net, job.path, job.precision, job.spec, job.meta
+    calib_images, log, graph = job.calib_images, job.log, job.graph
     module = module_for(net, spec, graph)
     example = spec.example()
-    if precision == "int8":
-        if calib_images is None:
-            raise ValueError("executorch int8 needs a calibration set")
+    if precision is Precision.INT8:
         kept_float = float_modules(module)
         module = quantize_pt2e(module, example, spec.feed(calib_images))
         meta["quantization"] = {"tool": "PT2E (torchao prepare_pt2e/convert_pt2e)", "quantizer": "XNNPACKQuantizer",
                                 "config": "symmetric int8 activations, per-channel int8 weights",
                                 "float_modules": kept_float,
                                 "calibration_images": int(len(calib_images))}
-    elif precision != "fp32":
-        raise ValueError(f"executorch does not export precision {precision!r}")
     meta["graph"] = {"module": graph, "delegate": "XnnpackPartitioner"}
     data, split = to_program(module, example, meta)
     smoke_check(data, spec)
@@ -171,8 +161,4 @@ def read_pte_metadata(path: Path) -> dict:
         raise _metadata.MetadataError(f"{path}: '{METADATA_METHOD}' is not a JSON record ({e})") from None
 
 
-def precision_available(precision: str) -> tuple[bool, str]:
-    return True, "ok"
-
-
-_metadata.READERS.setdefault(SUFFIX, read_pte_metadata)
+_metadata.READERS.setdefault(TARGETS["executorch"].suffix, read_pte_metadata)

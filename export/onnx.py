@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,9 +17,10 @@ import torch
 from egeunet_deploy.model.checkpoint import atomic_write_bytes
 from egeunet_deploy.model.ege_unet import EGEUNet
 
-from .api import ExportError
+from .exporter import ExportError, ExportJob, check_probabilities, rank_int8_blocks
 from .metadata import set_onnx_metadata
 from .rewrite import fast_module
+from .targets import GRAPHS, Precision
 from .wrappers import BATCH_AXIS, INPUT_NAME, OUTPUT_NAME, IOSpec, deploy_module
 
 OPSET = 17
@@ -31,7 +30,6 @@ runner honours it). Measured at 1 thread, interleaved (bench/int8_vs_fp32.py): o
 slower than ``extended`` for fp32 and int8 alike, because its NCHWc re-layout wraps the few remaining convolutions in
 reorders around every elementwise op; the plain DeployEGEUNet keeps ORT's default."""
 BLAME_CALIB_IMAGES = 16
-GRAPHS = ("fast", "deploy")
 
 
 def to_onnx_float(net: EGEUNet, spec: IOSpec, graph: str = "fast"):
@@ -70,7 +68,7 @@ def strip_value_info(model) -> None:
 
 
 def smoke_check(data: bytes, spec: IOSpec) -> None:
-    """Load the serialized model in ONNX Runtime and run the example input: right shape, probabilities."""
+    """Load the serialized model in ONNX Runtime and run the example input (judged by ``check_probabilities``)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -80,10 +78,7 @@ def smoke_check(data: bytes, spec: IOSpec) -> None:
         (y,) = sess.run([OUTPUT_NAME], {INPUT_NAME: spec.example().numpy()})
     except Exception as e:
         raise ExportError(f"ONNX Runtime cannot run the exported graph ({type(e).__name__}: {e})") from None
-    want = [1 if d == BATCH_AXIS else d for d in spec.output_shape]
-    if list(y.shape) != want or not np.isfinite(y).all() or y.min() < 0 or y.max() > 1:
-        raise ExportError(f"exported graph returns {y.dtype} {list(y.shape)} in [{y.min():.3g}, {y.max():.3g}], "
-                          f"expected probabilities shaped {want}")
+    check_probabilities(y, spec, "exported graph")
 
 
 def run_model(model, inputs: np.ndarray, spec: IOSpec) -> np.ndarray:
@@ -98,62 +93,31 @@ def run_model(model, inputs: np.ndarray, spec: IOSpec) -> np.ndarray:
     return y[:, 0] if spec.layout == "NCHW" else y[..., 0]
 
 
-def export_onnx(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, meta: dict,
-                calib_images: np.ndarray | None = None, log: Callable[[str], None] | None = None,
-                blame=None, graph: str = "fast") -> None:
-    """``blame``: a :class:`~egeunet_deploy.calibration.blame.BlameSet` to rank the int8 blocks on (int8 only;
-    stored in the metadata and beside the artifact), or None."""
+def export_onnx(job: ExportJob) -> None:
+    """The exporter (export/exporter.py): fp32, or int8 with the ORT static QDQ recipe (and its blame)."""
     import onnx
 
-    model = to_onnx_float(net, spec, graph)
-    record = None
-    if precision == "int8":
-        from egeunet_deploy.calibration.onnx_quant import DEFAULT_ORT_RECIPE, quantize_onnx_int8
+    spec = job.spec
+    model = to_onnx_float(job.net, spec, job.graph)
+    if job.precision is Precision.INT8:
+        from egeunet_deploy.calibration.onnx_quant import DEFAULT_ORT_RECIPE as recipe
+        from egeunet_deploy.calibration.onnx_quant import quantize_onnx_int8
 
-        if calib_images is None:
-            raise ValueError("onnx int8 needs a calibration set")
-        if graph != "fast":
-            raise ValueError("the int8 recipe addresses the rewritten graph's blocks: use graph='fast'")
         float_model = model
-        model = quantize_onnx_int8(model, spec.feed(calib_images), INPUT_NAME, DEFAULT_ORT_RECIPE)
-        meta["quantization"] = DEFAULT_ORT_RECIPE.describe()
-        if blame is not None:
-            record = _blame(float_model, spec, calib_images, DEFAULT_ORT_RECIPE, blame, log)
-            meta.update(record)
-    elif precision != "fp32":
-        raise ValueError(f"onnx does not export precision {precision!r}")
-    meta["opset"] = OPSET
-    meta["graph"] = {"nodes": len(model.graph.node), "module": graph}
-    meta["ort_graph_optimization_level"] = ORT_GRAPH_OPTIMIZATION_LEVEL[graph]
+        model = quantize_onnx_int8(model, spec.feed(job.calib_images), INPUT_NAME, recipe)
+        job.meta["quantization"] = recipe.describe()
+        if job.blame is not None:
+            # quantize_static re-runs the calibration for every block: a fixed subset keeps the ranking affordable
+            calib = spec.feed(job.calib_images[:BLAME_CALIB_IMAGES])
+            rank_int8_blocks(job, float_model, lambda b: quantize_onnx_int8(float_model, calib, INPUT_NAME,
+                                                                              recipe.only(b)),
+                             lambda m, x: run_model(m, x, spec), recipe, calibration_images=int(len(calib)))
+    job.meta["opset"] = OPSET
+    job.meta["graph"] = {"nodes": len(model.graph.node), "module": job.graph}
+    job.meta["ort_graph_optimization_level"] = ORT_GRAPH_OPTIMIZATION_LEVEL[job.graph]
     strip_value_info(model)
-    set_onnx_metadata(model, meta)
+    set_onnx_metadata(model, job.meta)
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     smoke_check(data, spec)
-    atomic_write_bytes(path, data)
-    if record is not None:
-        from egeunet_deploy.calibration.blame import write_sidecar
-
-        write_sidecar(path, record)
-
-
-def _blame(float_model, spec: IOSpec, calib_images: np.ndarray, recipe, data, log) -> dict:
-    """The int8 blame ranking of ``recipe`` over the rewritten graph's blocks (see calibration/blame.py)."""
-    from egeunet_deploy.calibration import blame as bl
-    from egeunet_deploy.calibration.onnx_quant import quantize_onnx_int8
-
-    # quantize_static re-runs the calibration for every block: a fixed 16-image subset keeps the ranking affordable
-    inputs, calib = spec.feed(data.images), spec.feed(calib_images[:BLAME_CALIB_IMAGES])
-    float_probs = run_model(float_model, inputs, spec)
-    blocks = data.blocks_for(spec.baked)
-    rows = bl.rank_blocks(
-        blocks, lambda b: quantize_onnx_int8(float_model, calib, INPUT_NAME, recipe.only(b)),
-        lambda m: run_model(m, inputs, spec), float_probs, data,
-        quantized=[b for b in blocks if b not in recipe.float_blocks],
-        progress=(lambda b: log(f"int8 blame: quantizing only {b}")) if log else None)
-    return bl.blame_record(rows, data, recipe.describe(), bl.pooled_dice(float_probs, data.masks),
-                           calibration_images=int(len(calib)))
-
-
-def precision_available(precision: str) -> tuple[bool, str]:
-    return True, "ok"
+    atomic_write_bytes(job.path, data)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,9 +25,10 @@ import torch
 from egeunet_deploy.model.checkpoint import atomic_write_bytes
 from egeunet_deploy.model.ege_unet import EGEUNet
 
-from .api import ExportError
+from .exporter import ExportError, ExportJob, check_probabilities, rank_int8_blocks
 from .metadata import append_tflite_metadata
 from .rewrite import fast_module
+from .targets import Precision
 from .wrappers import INPUT_NAME, OUTPUT_NAME, IOSpec, NamedOutput, deploy_module
 
 SIGNATURE = "serving_default"
@@ -134,9 +133,7 @@ def smoke_check(data: bytes, spec: IOSpec) -> None:
         raise
     except Exception as e:
         raise ExportError(f"the LiteRT interpreter cannot run the exported model ({type(e).__name__}: {e})") from None
-    if list(y.shape) != spec.output_shape or not np.isfinite(y).all() or y.min() < 0 or y.max() > 1:
-        raise ExportError(f"exported model returns {y.dtype} {list(y.shape)} in [{y.min():.3g}, {y.max():.3g}], "
-                          f"expected probabilities shaped {spec.output_shape}")
+    check_probabilities(y, spec, "exported model")
 
 
 def strip_tensor_names(flatbuffer: bytes) -> bytes:
@@ -171,56 +168,40 @@ def run_flatbuffer(flatbuffer: bytes, inputs: np.ndarray) -> np.ndarray:
     return y[..., 0] if y.shape[-1] == 1 else y[:, 0]
 
 
-def export_tflite(net: EGEUNet, path: Path, *, precision: str, spec: IOSpec, meta: dict,
-                  calib_images: np.ndarray | None = None, log: Callable[[str], None] | None = None,
-                  blame=None, graph: str = "fast") -> None:
-    """``blame``: a :class:`~egeunet_deploy.calibration.blame.BlameSet` to rank the int8 blocks on (int8 only;
-    stored in the metadata and beside the artifact), or None."""
+def export_tflite(job: ExportJob) -> None:
+    """The exporter (export/exporter.py): fp32, fp16 weights, mixed int8 (and its blame) or full-integer int8."""
     from egeunet_deploy.calibration import tflite_quant
 
-    say = log or (lambda _: None)
-    say(f"tflite {precision}: converting with litert-torch (about a minute on 2 CPU cores)")
-    fb = to_tflite_float(net, spec, cache_key=meta.get("weights_sha256"), graph=graph)
-    record = None
-    if precision == "fp16":
+    spec, meta, precision = job.spec, job.meta, job.precision
+    job.say(f"tflite {precision}: converting with litert-torch (about a minute on 2 CPU cores)")
+    fb = to_tflite_float(job.net, spec, cache_key=meta.get("weights_sha256"), graph=job.graph)
+    if precision is Precision.FP16:
         fb = tflite_quant.quantize_tflite_fp16(fb)
         meta["quantization"] = {"name": "aeq-float16-weights", "tool": "ai-edge-quantizer (float_casting)",
                                 "weights": "float16", "compute": "float32 (weights dequantized at load)"}
-    elif precision == "int8":
-        if calib_images is None:
-            raise ValueError("tflite int8 needs a calibration set")
-        if graph != "fast":
-            raise ValueError("the int8 recipe addresses the rewritten graph's blocks: use graph='fast'")
+    elif precision is Precision.INT8:
         recipe = tflite_quant.DEFAULT_LITERT_RECIPE
-        say(f"tflite int8: calibrating activation ranges on {len(calib_images)} images, then quantizing")
-        ranges = tflite_quant.calibrate(fb, spec.feed(calib_images), INPUT_NAME)
+        job.say(f"tflite int8: calibrating activation ranges on {len(job.calib_images)} images, then quantizing")
+        ranges = tflite_quant.calibrate(fb, spec.feed(job.calib_images), INPUT_NAME)
         float_fb = fb
         fb = tflite_quant.quantize_tflite_int8(fb, None, INPUT_NAME, recipe, ranges=ranges)
         meta["quantization"] = recipe.describe()
-        if blame is not None:
-            record = _blame(float_fb, ranges, recipe, spec, blame, log)
-            meta.update(record)
-    elif precision == "int8-full":
-        if calib_images is None:
-            raise ValueError("tflite int8-full needs a calibration set")
-        fb, census = _full_integer(net, spec, meta, calib_images, say)
-    elif precision != "fp32":
-        raise ValueError(f"tflite does not export precision {precision!r}")
+        if job.blame is not None:
+            rank_int8_blocks(job, float_fb, lambda b: tflite_quant.quantize_tflite_int8(
+                float_fb, None, INPUT_NAME, recipe.only(b), ranges=ranges), run_flatbuffer, recipe)
+    elif precision is Precision.INT8_FULL:
+        fb = _full_integer(job.net, spec, meta, job.calib_images, job.say)
     fb = strip_tensor_names(fb)
     ops = op_counts(fb)
     check_builtin_only(ops)
     meta["signature"] = {"name": SIGNATURE, "inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME]}
     meta["graph"] = {"ops": dict(sorted(ops.items())), "n_ops": sum(ops.values()),
-                     "transposes": ops.get("TRANSPOSE", 0), "module": graph_name(graph),
+                     "transposes": ops.get("TRANSPOSE", 0), "module": graph_name(job.graph),
                      "flatbuffer_bytes": len(fb)}
     data = append_tflite_metadata(fb, meta)
-    say(f"tflite {precision}: checking the flatbuffer in LiteRT")
+    job.say(f"tflite {precision}: checking the flatbuffer in LiteRT")
     smoke_check(data, spec)
-    atomic_write_bytes(path, data)
-    if record is not None:
-        from egeunet_deploy.calibration.blame import write_sidecar
-
-        write_sidecar(path, record)
+    atomic_write_bytes(job.path, data)
 
 
 def graph_name(graph: str) -> str:
@@ -229,7 +210,7 @@ def graph_name(graph: str) -> str:
             "deploy": "model.DeployEGEUNet (folded gates)"}[graph]
 
 
-def _full_integer(net: EGEUNet, spec: IOSpec, meta: dict, calib_images: np.ndarray, say) -> tuple[bytes, dict]:
+def _full_integer(net: EGEUNet, spec: IOSpec, meta: dict, calib_images: np.ndarray, say) -> bytes:
     """The ``int8-full`` flatbuffer: the integer variant's rewrite, every op int8, integer output; checked."""
     from egeunet_deploy.calibration import tflite_quant
 
@@ -259,7 +240,7 @@ def _full_integer(net: EGEUNet, spec: IOSpec, meta: dict, calib_images: np.ndarr
     meta["output_quantization"] = out_q
     meta["op_census"] = census
     meta["model_cfg"] = {**meta.get("model_cfg", {}), "act": net.cfg.act, "align_corners": net.cfg.align_corners}
-    return fb, census
+    return fb
 
 
 def integer_variant(net: EGEUNet) -> EGEUNet:
@@ -270,23 +251,3 @@ def integer_variant(net: EGEUNet) -> EGEUNet:
     variant = model_from_cfg(cfg)
     variant.load_state_dict(net.state_dict())
     return variant.eval()
-
-
-def _blame(float_fb: bytes, ranges: dict, recipe, spec: IOSpec, data, log) -> dict:
-    """The int8 blame ranking of ``recipe`` over the rewritten graph's blocks (see calibration/blame.py)."""
-    from egeunet_deploy.calibration import blame as bl
-    from egeunet_deploy.calibration import tflite_quant
-
-    inputs = spec.feed(data.images)
-    float_probs = run_flatbuffer(float_fb, inputs)
-    blocks = data.blocks_for(spec.baked)
-    rows = bl.rank_blocks(
-        blocks, lambda b: tflite_quant.quantize_tflite_int8(float_fb, None, INPUT_NAME, recipe.only(b), ranges=ranges),
-        lambda fb: run_flatbuffer(fb, inputs), float_probs, data,
-        quantized=[b for b in blocks if b not in recipe.float_blocks],
-        progress=(lambda b: log(f"int8 blame: quantizing only {b}")) if log else None)
-    return bl.blame_record(rows, data, recipe.describe(), bl.pooled_dice(float_probs, data.masks))
-
-
-def precision_available(precision: str) -> tuple[bool, str]:
-    return True, "ok"

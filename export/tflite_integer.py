@@ -15,7 +15,7 @@ from collections import Counter
 
 import numpy as np
 
-from .api import ExportError
+from .exporter import ExportError
 
 PREPROCESSING_FLOAT_OPS = frozenset({"CAST", "DEQUANTIZE", "QUANTIZE", "RESHAPE", "REDUCE_MIN", "REDUCE_MAX",
                                      "MAXIMUM", "MINIMUM", "SUB", "MUL", "DIV", "ADD"})

@@ -22,11 +22,16 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from egeunet_deploy.export.targets import TARGETS, target_for_suffix
 from egeunet_deploy.model.contract import CONTRACT, INPUT_HW, minmax_normalize
 
 LAYOUTS = ("NCHW", "NHWC")
 INPUT_DTYPES = ("uint8", "float32")
-DEVICES = ("auto", "cpu", "cuda", "gpu")
+DEVICES = ("auto", "cpu", "cuda", "gpu", "android")
+"""Every device name the API and the CLI take: ``auto`` (CUDA where present, else CPU, and says which), this host's
+``cpu`` or ``cuda``, ``gpu`` (a runtime's GPU delegate: LiteRT), ``android`` (a phone over adb, which ``egeunet
+bench`` drives with TFLite's benchmark_model, runtimes/android.py: no Runner). Ethos-U NPUs are Vela's
+configurations (runtimes/vela.py), estimates only."""
 
 
 class RuntimeUnavailable(ValueError):
@@ -164,15 +169,19 @@ class Runner(ABC):
     backend: ClassVar[str]  # registry name, e.g. "onnxruntime"
     module: ClassVar[str]  # import name checked with find_spec
     distribution: ClassVar[str]  # pip distribution whose version is reported
-    suffixes: ClassVar[tuple[str, ...]]  # artifact suffixes this runner loads
+    formats: ClassVar[tuple[str, ...]] = ()  # export targets (export.targets.TARGETS) whose artifacts it loads
+    weights_suffixes: ClassVar[tuple[str, ...]] = ()  # PyTorch weights files (the reference runner only)
+    suffixes: ClassVar[tuple[str, ...]] = ()  # what it opens: set by register_runner from formats' rows
     default_batch: ClassVar[int] = 16  # images per call when the graph's batch is dynamic
-    by_suffix: ClassVar[bool] = True  # False: never picked by suffix alone, only by name (--runtime)
 
     def __init__(self, threads: int | None = None, device: str = "auto", **options) -> None:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+        if device == "android":
+            raise ValueError("android runs through `egeunet bench --device android` (adb and TFLite's "
+                             "benchmark_model), not a host runner")
         self.threads, self.device, self.options = threads, device, options
         self.spec: ArtifactSpec | None = None
         self.path: Path | None = None
@@ -274,14 +283,12 @@ RUNNERS: dict[str, type[Runner]] = {}
 
 
 def register_runner(cls: type[Runner]) -> type[Runner]:
+    """Add a runner; the suffixes it opens come from its formats' rows in the target table (one place)."""
     if cls.backend in RUNNERS:
         raise ValueError(f"runner {cls.backend!r} registered twice")
+    cls.suffixes = (*(s for f in cls.formats for s in TARGETS[f].suffixes), *cls.weights_suffixes)
     RUNNERS[cls.backend] = cls
     return cls
-
-
-FOLDER_SUFFIXES = (".mlpackage",)
-"""Artifacts that are folders (a Core ML package); every other artifact is one file."""
 
 
 def artifact_kind(path: Path | str) -> str:
@@ -290,7 +297,8 @@ def artifact_kind(path: Path | str) -> str:
 
 
 def runner_class_for(path: Path | str, backend: str | None = None) -> type[Runner]:
-    """The runner for an artifact: the one named by ``backend`` (``--runtime``), else the default for its suffix."""
+    """The runner for an artifact: the one named by ``backend`` (``--runtime``), else the one its target's row names
+    (PyTorch weights: the reference runner)."""
     kind = artifact_kind(path)
     if backend is not None:
         if backend not in RUNNERS:
@@ -299,8 +307,11 @@ def runner_class_for(path: Path | str, backend: str | None = None) -> type[Runne
         if kind not in cls.suffixes:
             raise ValueError(f"{path}: runtime {backend!r} loads {', '.join(cls.suffixes)} files, not '{kind}'")
         return cls
+    target = target_for_suffix(kind)
+    if target is not None and target.runner in RUNNERS:
+        return RUNNERS[target.runner]
     for cls in RUNNERS.values():
-        if kind in cls.suffixes and cls.by_suffix:
+        if kind in cls.weights_suffixes:
             return cls
     known = sorted({s for cls in RUNNERS.values() for s in cls.suffixes})
     raise ValueError(f"{path}: no runtime for '{kind}' files (known: {', '.join(known)})")

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from egeunet_deploy.export.targets import FOLDER_SUFFIXES
+
 from .base import (
-    FOLDER_SUFFIXES,
+    DEVICES,
     RUNNERS,
     ArtifactError,
     RuntimeUnavailable,
@@ -29,9 +31,6 @@ from .base import (
     host_info,
     runner_class_for,
 )
-
-DEVICES = ("auto", "cpu", "cuda", "android")
-
 
 ANDROID_MAX_THREADS = 64
 """Most threads a phone benchmark may ask for: the phone's cores are not known before adb is asked, and no phone has
@@ -226,8 +225,9 @@ def bench_host(
     """Benchmark artifacts (and/or PyTorch .pt weights) on this host, interleaved; one record per artifact.
     ``runtime`` names the runner (e.g. ``tflm``) instead of the default for each suffix."""
     check_budget(runs, warmup, e2e_runs)
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"host benchmark device must be auto, cpu or cuda, got {device!r}")
+    if device not in DEVICES or device == "android":
+        raise ValueError(f"host benchmark device must be one of {', '.join(d for d in DEVICES if d != 'android')}, "
+                         f"got {device!r} (android: bench_android)")
     threads = parse_threads(threads, device)
     paths = check_artifact_paths(artifacts, runtime)
     from egeunet_deploy.model.contract import resize_rgb

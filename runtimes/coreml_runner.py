@@ -24,7 +24,7 @@ class CoreMLRunner(Runner):
     module = "coremltools"
     distribution = "coremltools"
     session_attrs = ("model",)
-    suffixes = (".mlpackage", ".mlmodel")
+    formats = ("coreml",)
     default_batch = 1  # Core ML image inputs take one image per prediction
 
     @classmethod

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from egeunet_deploy.export.targets import Precision, artifact_suffixes, target_for_suffix
 from egeunet_deploy.model.contract import binarize
 from egeunet_deploy.model.metrics import SIZE_BINS, Confusion, dice, per_image_scores, size_strata
 
@@ -204,7 +205,7 @@ def compare(art: Scored, ref: Scored, gt: np.ndarray, names: list[str], n_worst:
 def find_artifacts(path: Path | str) -> list[Path]:
     """Artifacts in a folder (or the one file given), sorted; PyTorch weights are the reference, not artifacts."""
     path = Path(path)
-    suffixes = {s for name, cls in RUNNERS.items() if name != "torch" for s in cls.suffixes}
+    suffixes = set(artifact_suffixes())
     if not path.exists():
         raise FileNotFoundError(f"artifacts not found: {path}")
     if path.suffix.lower() in suffixes:
@@ -220,11 +221,11 @@ def find_artifacts(path: Path | str) -> list[Path]:
 
 def _fmt_prec_guess(path: Path) -> tuple[str, str]:
     """Format/precision for an artifact whose metadata could not be read (for the report row only)."""
-    fmt = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml", ".mlmodel": "coreml"}.get(
-        path.suffix.lower(), path.suffix.lstrip("."))
+    target = target_for_suffix(path.suffix)
     stem = path.stem.lower()
-    prec = next((p for p in ("fp32", "fp16", "int8-full", "int8w", "int8") if p in stem), "unknown")
-    return fmt, prec
+    by_length = sorted(Precision, key=lambda p: -len(p))  # int8-full and int8w before int8
+    prec = next((p.value for p in by_length if p in stem), "unknown")
+    return (target.name if target else path.suffix.lstrip(".")), prec
 
 
 def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str], ref: Scored, ref_sha: str,
@@ -263,7 +264,7 @@ def run_artifact(path: Path, images: np.ndarray, gt: np.ndarray, names: list[str
             runner.close()
     art = Scored.of(probs, gt)
     rec.update(compare(art, ref, gt, names))
-    if rec["precision"] == "int8":
+    if rec["precision"] == Precision.INT8:
         from egeunet_deploy.calibration.blame import BLAME_INFO_KEY, BLAME_KEY
 
         blame = read_blame(path)

@@ -1,4 +1,5 @@
-"""ExecuTorch: runs ``.pte`` programs with ExecuTorch's Python runtime (``executorch.runtime``), XNNPACK delegate.
+"""ExecuTorch: runs the executorch target's programs with ExecuTorch's Python runtime (``executorch.runtime``),
+XNNPACK delegate.
 
 The program's ``forward`` method takes the uint8 NHWC image (preprocessing baked in) and returns the probability
 map; the contract is read from the program's own ``egeunet_deploy`` constant method (``export/executorch.py``), and
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from egeunet_deploy.export.executorch import METHOD, SUFFIX  # also registers the .pte metadata reader
+from egeunet_deploy.export.executorch import METHOD  # also registers the programs' metadata reader
 
 from .base import ArtifactError, Runner, RuntimeUnavailable, check_graph_input, read_spec, register_runner
 
@@ -39,7 +40,7 @@ class ExecuTorchRunner(Runner):
     module = "executorch"
     distribution = "executorch"
     session_attrs = ("program", "method")
-    suffixes = (SUFFIX,)
+    formats = ("executorch",)
 
     def _load(self, path: Path) -> None:
         from executorch.runtime import Runtime

@@ -2,6 +2,8 @@
 
 ``delegate="xnnpack"`` (default) is the interpreter's default CPU path, the one an Android app gets;
 ``delegate="none"`` runs the plain builtin kernels (useful to tell an XNNPACK bug from a model bug);
+``delegate="reference"`` runs LiteRT's reference kernels (the portable kernels TensorFlow Lite Micro derives from:
+``bench/tflm_vs_litert.py`` compares the three with TFLite Micro on one full-integer file);
 ``delegate="gpu"`` loads the TFLite GPU delegate library (``libtensorflowlite_gpu_delegate.so`` or the path in
 ``$EGEUNET_TFLITE_GPU_DELEGATE``). The pip wheel ships no GPU delegate for desktop Linux, so there it is a clear
 skip, not a silent CPU fallback. Which delegate really took nodes is read back from the interpreter's op list.
@@ -18,7 +20,7 @@ from .base import ArtifactError, Runner, RuntimeUnavailable, check_graph_input, 
 
 GPU_DELEGATE_ENV = "EGEUNET_TFLITE_GPU_DELEGATE"
 GPU_DELEGATE_LIBS = ("libtensorflowlite_gpu_delegate.so", "libtensorflowlite_gpu_gl.so", "libLiteRtGpuAccelerator.so")
-DELEGATES = ("xnnpack", "none", "gpu")
+DELEGATES = ("xnnpack", "none", "reference", "gpu")
 
 
 def _load_gpu_delegate():
@@ -62,7 +64,7 @@ class LiteRTRunner(Runner):
     module = "ai_edge_litert"
     distribution = "ai-edge-litert"
     session_attrs = ("interpreter",)
-    suffixes = (".tflite",)
+    formats = ("tflite",)
 
     @classmethod
     def accelerators(cls) -> dict[str, tuple[bool, str]]:
@@ -87,6 +89,8 @@ class LiteRTRunner(Runner):
             kwargs["experimental_delegates"] = [gpu]
         elif delegate == "none":
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        elif delegate == "reference":
+            kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
         try:
             self.interpreter = Interpreter(**kwargs)
             self.interpreter.allocate_tensors()
@@ -102,10 +106,11 @@ class LiteRTRunner(Runner):
         self.graph_batch = int(self._in["shape"][0])
         self._out_scale, self._out_zero = self._out.get("quantization", (0.0, 0))
         delegated = self._delegate_partitions()
-        used = {"gpu": f"GPU ({lib})", "none": "none (builtin kernels)"}.get(delegate, "XNNPACK")
+        used = {"gpu": f"GPU ({lib})", "none": "none (builtin kernels)",
+                "reference": "none (reference kernels)"}.get(delegate, "XNNPACK")
         self._info = {"device": "gpu" if delegate == "gpu" else "cpu", "provider": used, "delegate": delegate,
                       "delegate_partitions": delegated, "artifact": str(path)}
-        if delegate != "none" and delegated == 0:
+        if delegate in ("xnnpack", "gpu") and delegated == 0:
             self._info["provider"] = f"builtin kernels ({delegate} took no nodes)"
 
     def _delegate_partitions(self) -> int | None:

@@ -76,7 +76,7 @@ class OnnxRunner(Runner):
     module = "onnxruntime"
     distribution = "onnxruntime"
     session_attrs = ("session",)
-    suffixes = (".onnx",)
+    formats = ("onnx",)
 
     @classmethod
     def accelerators(cls) -> dict[str, tuple[bool, str]]:

@@ -36,8 +36,7 @@ class OpenVINORunner(Runner):
     module = "openvino"
     distribution = "openvino"
     session_attrs = ("compiled", "request")
-    suffixes = (".onnx",)
-    by_suffix = False  # .onnx files default to ONNX Runtime; OpenVINO runs them when named (--runtime openvino)
+    formats = ("onnx",)  # ONNX Runtime is the onnx row's runner; OpenVINO when named (--runtime openvino)
 
     @classmethod
     def accelerators(cls) -> dict[str, tuple[bool, str]]:

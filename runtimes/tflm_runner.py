@@ -80,8 +80,7 @@ class TFLMRunner(Runner):
     backend = "tflm"
     module = "tflite_micro"
     distribution = "tflite-micro"
-    suffixes = (".tflite",)
-    by_suffix = False  # LiteRT is the default for .tflite; this one only when asked for (--runtime tflm)
+    formats = ("tflite",)  # LiteRT is the tflite row's runner; this one only when asked for (--runtime tflm)
     session_attrs = ("interpreter",)
     default_batch = 1
 

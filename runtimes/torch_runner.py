@@ -31,7 +31,7 @@ class TorchRunner(Runner):
     backend = "torch"
     module = "torch"
     distribution = "torch"
-    suffixes = (".pt", ".pth")
+    weights_suffixes = (".pt", ".pth")
     session_attrs = ("net",)
 
     @classmethod

@@ -51,12 +51,12 @@ def sample_test_set(sample_dir):
 def exported(tmp_path_factory):
     """``exported(target, precision="fp32", **options) -> Path``: a real export of the shipped weights, made once per
     session and option set and shared by every runtime test module (converters take up to a minute)."""
-    from egeunet_deploy.export import export
+    from egeunet_deploy.export import TARGETS, export
 
     def make(target: str, precision: str = "fp32", **options) -> Path:
         tag = "_".join(k for k, v in sorted(options.items()) if v) or "default"
         cache = tmp_path_factory.getbasetemp() / f"runtimes_{tag}"
-        suffix = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}[target]
+        suffix = TARGETS[target].suffix
         found = sorted(cache.glob(f"*{precision}*{suffix}")) if cache.is_dir() else []
         return found[0] if found else export(target, precision, out_dir=cache, **options)
 

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from egeunet_deploy.export.metadata import read_metadata
-from egeunet_deploy.export.wrappers import IOSpec
 from egeunet_deploy.model.metrics import dice
 
 MAX_ABS_FP32 = 1e-4
@@ -37,37 +35,16 @@ def reference_probs(shipped, sample_test_set) -> np.ndarray:
     return predict_probs(shipped[0], sample_test_set.images)
 
 
-def io_spec_of(path: Path) -> IOSpec:
-    meta = read_metadata(path)
-    batch = meta["input"]["shape"][0]
-    return IOSpec(meta["input"]["layout"], meta["preprocessing_in_graph"], dynamic_batch=not isinstance(batch, int))
+def run_artifact(path: Path, images: np.ndarray) -> np.ndarray:
+    """(N, H, W) probabilities of an artifact on uint8 NHWC contract images, through the Runner its target's row names
+    (the one way every part runs an artifact; it reads the layout and the preprocessing from the metadata)."""
+    from egeunet_deploy.runtimes import runner_for
 
-
-def to_probs(y: np.ndarray, layout: str) -> np.ndarray:
-    return y[:, 0] if layout == "NCHW" else y[..., 0]
-
-
-def run_onnx(path: Path, images: np.ndarray, batch: int = 1) -> np.ndarray:
-    """Run an ONNX artifact on uint8 NHWC contract images, fed as its metadata says; (N, H, W) probabilities."""
-    import onnxruntime as ort
-
-    spec = io_spec_of(path)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    x = spec.feed(images)
-    y = np.concatenate([sess.run(["prob"], {"image": x[i : i + batch]})[0] for i in range(0, len(x), batch)])
-    return to_probs(y, spec.layout)
-
-
-def run_tflite(path: Path, images: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    spec = io_spec_of(path)
-    runner = Interpreter(model_path=str(path), num_threads=1).get_signature_runner("serving_default")
-    x = spec.feed(images)
-    y = np.concatenate([runner(image=x[i : i + 1])["prob"] for i in range(len(x))])
-    return to_probs(y, spec.layout)
+    runner = runner_for(path, threads=1)
+    try:
+        return runner.run(images)
+    finally:
+        runner.close()
 
 
 def torch_self_noise(net, images: np.ndarray) -> float:

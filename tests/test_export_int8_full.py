@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from integer_fixtures import int8_full  # noqa: F401  (fixture)
 
-from egeunet_deploy.export.api import ExportError
+from egeunet_deploy.export import ExportError
 from egeunet_deploy.export.metadata import read_metadata
 from egeunet_deploy.export.tflite_integer import PREPROCESSING_FLOAT_OPS, check_integer_only, op_census
 

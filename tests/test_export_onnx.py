@@ -18,7 +18,7 @@ from export_fixtures import (  # noqa: F401  (fixtures)
     assert_same_masks,
     calib_path,
     reference_probs,
-    run_onnx,
+    run_artifact,
 )
 
 from egeunet_deploy.calibration.blame import DEFAULT_FLOAT_BLOCKS, BlameSet
@@ -52,14 +52,14 @@ def test_artifact_names(onnx_dir):
 
 
 def test_fp32_matches_pytorch(onnx_dir, sample_test_set, reference_probs, shipped):  # noqa: F811
-    probs = run_onnx(onnx_dir / "egeunet_fp32.onnx", sample_test_set.images)
+    probs = run_artifact(onnx_dir / "egeunet_fp32.onnx", sample_test_set.images)
     assert_fp32_close(probs, reference_probs, shipped[0], sample_test_set.images)
 
 
 def test_baked_preprocessing_equals_contract_in_python(onnx_dir, sample_test_set):
     """The uint8 graph (min-max inside) and the raw graph fed with the Python contract give the same masks."""
     images = sample_test_set.images[:8]
-    baked = run_onnx(onnx_dir / "egeunet_fp32.onnx", images)
+    baked = run_artifact(onnx_dir / "egeunet_fp32.onnx", images)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_dir / "egeunet_fp32_raw.onnx"), providers=["CPUExecutionProvider"])
@@ -139,8 +139,8 @@ def test_nhwc_dynamic_batch(onnx_dir, sample_test_set):
     meta = read_metadata(path)
     assert meta["input"]["shape"] == ["batch", 256, 256, 3] and meta["output"]["shape"] == ["batch", 256, 256, 1]
     images = sample_test_set.images[:4]
-    batched = run_onnx(path, images, batch=4)
-    single = run_onnx(onnx_dir / "egeunet_fp32.onnx", images)
+    batched = run_artifact(path, images)
+    single = run_artifact(onnx_dir / "egeunet_fp32.onnx", images)
     assert np.abs(batched - single).max() <= 1e-5
 
 
@@ -159,7 +159,7 @@ def test_int8_runs_and_is_measured(onnx_dir, sample_test_set, reference_probs, c
     meta = read_metadata(path)
     assert meta["calibration_sha256"] == sha256_file(calib_path)
     assert meta["quantization"]["name"] == DEFAULT_ORT_RECIPE.name and meta["calibration"]["n_images"] == 64
-    probs = run_onnx(path, sample_test_set.images)
+    probs = run_artifact(path, sample_test_set.images)
     assert np.isfinite(probs).all() and probs.min() >= 0 and probs.max() <= 1
     agree = agreement(probs, reference_probs)
     print(f"onnx int8: mask agreement {agree:.4f}, max abs diff {np.abs(probs - reference_probs).max():.3f}")

@@ -16,7 +16,7 @@ from export_fixtures import (  # noqa: F401  (fixtures)
     assert_fp32_close,
     calib_path,
     reference_probs,
-    run_tflite,
+    run_artifact,
 )
 
 from egeunet_deploy.calibration.blame import DEFAULT_FLOAT_BLOCKS, BlameSet
@@ -44,7 +44,7 @@ def tflite_dir(tmp_path_factory, calib_path, sample_test_set):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def probs(tflite_dir, sample_test_set):
-    return {p: run_tflite(tflite_dir / f"egeunet_{p}.tflite", sample_test_set.images) for p in PRECISIONS}
+    return {p: run_artifact(tflite_dir / f"egeunet_{p}.tflite", sample_test_set.images) for p in PRECISIONS}
 
 
 def ops_of(path) -> Counter:
