@@ -5,15 +5,17 @@ PyTorch's own on-device runtime: the module is captured with ``torch.export``, l
 ExecuTorch's C++ runtime on Android/iOS/MCUs and under its Python bindings here (``runtimes/executorch_runner.py``).
 
 - **Graph**: the rewritten network (:func:`.rewrite.fast_module`) in NHWC, the graph TFLite converts, with the
-  preprocessing baked in (uint8 image in, probability out). Measured at 1 thread, interleaved: it beats the plain
-  DeployEGEUNet (NCHW) lowered the same way (28.0 against 32.0 ms p50 on this loaded 2-core host), and NCHW in the
-  rewrite gains nothing (28.0). ``graph="deploy"`` exports the plain module (the comparison's baseline).
+  preprocessing baked in (uint8 image in, probability out), its layout operations in the forms XNNPACK takes
+  (:class:`_XnnpackLayout`): 3 XNNPACK partitions instead of 36, 4 portable ops (the preprocessing's image min/max)
+  instead of 180, 1.19x LiteRT fp32 at 1 thread instead of 2.03x (interleaved ``egeunet bench``, loaded 2-core host).
+  ``graph="deploy"`` exports the plain DeployEGEUNet (slower: the comparison's baseline).
 - **int8**: post-training static quantization in PT2E (``prepare_pt2e`` / ``convert_pt2e`` from torchao) with
-  ``XNNPACKQuantizer`` (symmetric, per-channel weights), calibrated on our calibration set (``calibration/``), then
-  lowered like fp32 so XNNPACK runs the quantized convolutions and matmuls. Every block quantized: mask agreement
-  0.972 with PyTorch on ISIC 2017 test (589); with the blocks the ONNX and TFLite recipes keep float
-  (``calibration.blame.DEFAULT_FLOAT_BLOCKS``) float here too: 0.977 (delta pooled DSC +0.0025), still below the
-  0.98 bar of ``egeunet drift``.
+  ``XNNPACKQuantizer``, calibrated on our calibration set (``calibration/``), then lowered like fp32 so XNNPACK runs
+  the quantized convolutions. The LiteRT int8 recipe: convolutions only (symmetric int8 activations, histogram
+  observer; per-channel int8 weights), the blocks the ONNX and TFLite recipes keep float
+  (``calibration.blame.DEFAULT_FLOAT_BLOCKS``) float. ISIC 2017 test (589): mask agreement 0.9932 with PyTorch, delta
+  pooled DSC -0.0008 (bundled 64-image set). Quantizing every op the quantizer takes (add, mul, cat, linear too):
+  0.977; with MinMax activation observers 0.961 (val, every op).
 - **Metadata**: ExecuTorch programs carry constant methods; the contract record (``metadata.build_metadata``) is the
   method ``egeunet_deploy``, returning its JSON as a uint8 tensor. :func:`read_pte_metadata` reads it back with the
   ExecuTorch runtime (registered in ``metadata.READERS`` when this module is imported, which the runner does).
@@ -34,6 +36,7 @@ from egeunet_deploy.model.ege_unet import EGEUNet
 
 from . import metadata as _metadata
 from .exporter import ExportError, ExportJob, check_probabilities
+from .rewrite import _Layout
 from .targets import TARGETS, Precision
 from .wrappers import IOSpec, deploy_module
 
@@ -43,11 +46,46 @@ METADATA_METHOD = _metadata.METADATA_KEY
 GRAPHS = ("fast", "deploy")
 
 
+class _XnnpackLayout(_Layout):
+    """The rewrite's NHWC layout operations in the forms the XNNPACK partitioner takes, same function (bit-exact in
+    float32): the per-image spatial mean as a keepdim mean over the last two dims of the NCHW view (XNNPACK takes
+    ``mean.dim`` only there: its global average pooling), per-channel vectors broadcast by a reshape (a view, where
+    indexing gives ``unsqueeze_copy``), channel splits as slices (``slice_copy``, where ``torch.split`` gives
+    ``split_with_sizes_copy``). With the rewrite's own forms XNNPACK took the graph in 36 partitions with 180 ops in
+    ExecuTorch's portable kernels between them (20 means, 19 splits, 139 unsqueezes), and the int8 program of
+    convolutions-only quantization failed at run time (a delegate output of a quantized convolution came back in its
+    internal layout: ``Attempted to resize a static tensor``); with these, 3 partitions, and the only portable ops
+    are the preprocessing's image min/max (amin, amax, reciprocal)."""
+
+    def smean(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.nhwc:
+            return super().smean(x)
+        n, _, _, c = x.shape
+        return x.permute(0, 3, 1, 2).mean(dim=(-1, -2), keepdim=True).reshape(n, c)
+
+    def vec(self, v: torch.Tensor) -> torch.Tensor:
+        if v.dim() == 1:
+            v = v.reshape(1, -1)
+        n, c = v.shape
+        return v.reshape(n, 1, 1, c) if self.nhwc else v.reshape(n, c, 1, 1)
+
+    def split(self, x: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+        out, start = [], 0
+        for s in sizes:
+            out.append(x.narrow(self.c, start, s))
+            start += s
+        return out
+
+
 def module_for(net: EGEUNet, spec: IOSpec, graph: str = "fast") -> torch.nn.Module:
     from .rewrite import fast_module
 
     if graph == "fast":
-        return fast_module(net, spec.layout, spec.baked, spec.hw)
+        module = fast_module(net, spec.layout, spec.baked, spec.hw)
+        lay = _XnnpackLayout.__new__(_XnnpackLayout)
+        lay.__dict__.update(module.fast.lay.__dict__)
+        module.fast.lay = lay
+        return module
     if graph == "deploy":
         return deploy_module(net, spec)
     raise ValueError(f"unknown graph {graph!r}; known: {', '.join(GRAPHS)}")
@@ -63,8 +101,10 @@ def float_modules(module: torch.nn.Module) -> list[str]:
 
 
 def quantize_pt2e(module: torch.nn.Module, example: torch.Tensor, calib_inputs: np.ndarray) -> torch.nn.Module:
-    """PT2E static int8 with the XNNPACK quantizer (symmetric, per-channel weights), observers fed one calibration
-    image at a time (the program's batch is 1)."""
+    """PT2E static int8 with the XNNPACK quantizer: the convolutions (symmetric int8 activations, histogram
+    observer; per-channel int8 weights) of every block but :func:`float_modules`; the element-wise arithmetic, the
+    concatenations and the GroupNorm vector products (``linear``) stay float, as in the ONNX and LiteRT int8
+    recipes. Observers are fed one calibration image at a time (the program's batch is 1)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_module_name_filter,
@@ -73,7 +113,8 @@ def quantize_pt2e(module: torch.nn.Module, example: torch.Tensor, calib_inputs: 
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     captured = torch.export.export(module, (example,), strict=False).module()
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = XNNPACKQuantizer().set_operator_type(torch.ops.aten.conv2d.default,
+                                                     get_symmetric_quantization_config(is_per_channel=True))
     in_float = [get_module_name_filter(name) for name in float_modules(module)]
     quantizer.set_filter_function(lambda node: not any(f(node) for f in in_float))  # set_module_name(n, None): no
     prepared = prepare_pt2e(captured, quantizer)
@@ -125,7 +166,8 @@ def export_executorch(job: ExportJob) -> None:
         kept_float = float_modules(module)
         module = quantize_pt2e(module, example, spec.feed(calib_images))
         meta["quantization"] = {"tool": "PT2E (torchao prepare_pt2e/convert_pt2e)", "quantizer": "XNNPACKQuantizer",
-                                "config": "symmetric int8 activations, per-channel int8 weights",
+                                "config": "convolutions only: symmetric int8 activations (HistogramObserver), "
+                                          "per-channel int8 weights",
                                 "float_modules": kept_float,
                                 "calibration_images": int(len(calib_images))}
     meta["graph"] = {"module": graph, "delegate": "XnnpackPartitioner"}
