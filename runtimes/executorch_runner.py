@@ -72,5 +72,6 @@ class ExecuTorchRunner(Runner):
         if _threadpool(None) != self._pool:
             raise RuntimeError(f"executorch: the process-wide XNNPACK thread pool was reset to {_threadpool(None)} "
                                f"threads after {self.path} was loaded with {self._pool}; load it again")
-        (y,) = self.method.execute([torch.from_numpy(x)])
+        # a read-only or strided batch (e.g. a view of np.load's arrays) would make torch warn on the console: copy it
+        (y,) = self.method.execute([torch.from_numpy(np.require(x, requirements=["C", "W"]))])
         return y.numpy().copy()  # the output lives in the method's planned memory, reused by the next call
