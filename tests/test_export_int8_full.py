@@ -27,6 +27,24 @@ def test_census_has_no_float_tensor_past_the_preprocessing(int8_full):  # noqa: 
     check_integer_only(census)
 
 
+def test_no_elementwise_op_adds_a_broadcast_constant(int8_full):  # noqa: F811
+    """Vela runs an Ethos-U55 ADD of a (1, 1, 1, C) constant at ~13 cycles per element (GAB1's LayerNorm bias alone
+    was 8.4 ms of a 44.5 ms estimate): the integer graph adds constant per-channel biases in 1x1 depthwise
+    convolutions instead (export.rewrite._Layout.add_bias)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_path=str(int8_full),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = it._get_ops_details()
+    produced = {t for op in ops for t in op["outputs"]} | {d["index"] for d in it.get_input_details()}
+    shapes = {d["index"]: tuple(d["shape"]) for d in it.get_tensor_details()}
+    constant_adds = [op["index"] for op in ops if op["op_name"] == "ADD"
+                     and any(t not in produced and len(shapes[t]) == 4 and shapes[t][1:3] == (1, 1)
+                             for t in op["inputs"])]
+    assert not constant_adds
+    assert sum(op["op_name"] == "DEPTHWISE_CONV_2D" for op in ops) >= 9 + 20  # 9 bias convs beside the GAB filters
+
+
 def test_metadata_carries_the_integer_output_census_and_provenance(int8_full):  # noqa: F811
     meta = read_metadata(int8_full)
     q = meta["output_quantization"]
