@@ -112,8 +112,9 @@ def model_card(r: dict) -> str:
     if init.get("sha256") != src.get("sha256"):
         command += f" --teacher {src.get('file', 'model/assets/egeunet_isic2017.pt')}"
     start = ("started from the shipped fp32 weights" if init.get("sha256") == src.get("sha256") else
-             f"started from {init.get('file')} (sha256 `{str(init.get('sha256', ''))[:16]}...`, itself a QAT "
-             "fine-tune of the fp32 weights), distilled from the shipped fp32 weights")
+             f"started from the weights then in {init.get('file')} (sha256 `{str(init.get('sha256', ''))[:16]}...`, "
+             f"a QAT fine-tune of the fp32 weights: epoch {init.get('epoch')} of {init.get('epochs_run')} at lr "
+             f"{init.get('lr')}), distilled from the shipped fp32 weights")
     range_text = ("activation ranges set as the export sets them: the float network's extremes (min of per-image "
                   "minima, max of maxima) over the export's default calibration set (the bundled sample's 64 ISIC "
                   "2017 train images), recomputed after every epoch and frozen while it trains"
