@@ -352,6 +352,13 @@ def device_choices(rows: list[dict]) -> list[dict]:
     return out
 
 
+def accelerator_ms(v: dict) -> str:
+    """An NPU/MCU latency cell: Vela's figure is an estimate and says so (``est. 29.39``), never passes for a timing."""
+    if v.get("ms") is None:
+        return "-"
+    return ("est. " if v.get("estimate") else "") + f"{v['ms']:.2f}"
+
+
 def device_summary(rows: list[dict], notes: Footnotes | None = None) -> str:
     """The first screen's answer to "which artifact do I ship for which device, and what does it cost": one row per
     device class (NPU and MCU rows when the summary rows carry those keys)."""
@@ -362,11 +369,10 @@ def device_summary(rows: list[dict], notes: Footnotes | None = None) -> str:
         if r is None:
             body.append([c["device"], "-", "-", "-", "-", "-", c["checked"] or "none exported in this run"])
             continue
-        ms = (r.get(c["key"]) or {}).get("ms") if c["key"] in ACCELERATOR_KEYS else p50_at(r)
+        ms = accelerator_ms(r.get(c["key"]) or {}) if c["key"] in ACCELERATOR_KEYS else _f(p50_at(r), ".2f")
         body.append([c["device"], Raw(f"<b>{esc(r.get('file'))}</b>{notes.mark(c['why'])}"),
                      _d(r.get("delta_dsc")), _f(r.get("agreement")),
-                     _f(r["size_bytes"] / 1024, ".0f") if r.get("size_bytes") else "-", _f(ms, ".2f"),
-                     c["checked"]])
+                     _f(r["size_bytes"] / 1024, ".0f") if r.get("size_bytes") else "-", ms, c["checked"]])
     return table(["device", "ship", "ΔDSC vs PyTorch", "mask agreement", "size KB", "p50 ms (1 thread)",
                   "checked"], body, cls="devices")
 
@@ -392,7 +398,7 @@ def summary_table(rows: list[dict], notes: Footnotes) -> str:
             if v is None:
                 cells.append("-")
             elif v.get("runs"):
-                ms = f", {v['ms']:.2f} ms" if v.get("ms") is not None else ""
+                ms = f", {accelerator_ms(v)} ms" if v.get("ms") is not None else ""
                 cells.append(Raw(f"yes{ms}{notes.mark(v.get('note'))}"))
             else:
                 cells.append(Raw(f"<span title='{esc(v.get('note') or '')}'>no</span>"))

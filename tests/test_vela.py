@@ -125,3 +125,18 @@ def test_where_reports_all_three_places(int8_full, onnx_fp32):  # noqa: F811
     w = where(onnx_fp32)
     assert w["cpu"]["runs"] and not w["npu"]["runs"] and not w["mcu"]["runs"]
     assert ".tflite" in w["npu"]["reason"] and ".tflite" in w["mcu"]["reason"]
+
+
+def test_report_labels_vela_figures_as_estimates_never_as_timings():
+    from egeunet_deploy.runtimes.report import Footnotes, device_summary
+
+    npu = {"runs": True, "ms": 29.39, "note": "Vela", "estimate": vela.ESTIMATE_LABEL}
+    rows = [{"file": "egeunet_int8-full.tflite", "target": "tflite", "precision": "int8-full", "size_bytes": 270000,
+             "drift_status": "passed", "delta_dsc": -0.001, "agreement": 0.97, "p50_ms": {"1": 13.8}, "npu": npu},
+            {"file": "egeunet_fp32.tflite", "target": "tflite", "precision": "fp32", "size_bytes": 340000,
+             "drift_status": "passed", "delta_dsc": 0.0, "agreement": 1.0, "p50_ms": {"1": 7.9},
+             "npu": {"runs": False, "ms": None, "note": "float"}}]
+    html = device_summary(rows, Footnotes())
+    npu_row = next(line for line in html.split("<tr>") if ">NPU<" in line)
+    assert "est. 29.39" in npu_row and "egeunet_int8-full.tflite" in npu_row
+    assert "est. 7.90" not in html and "7.90" in html  # host timings stay plain
