@@ -37,13 +37,12 @@ from egeunet_deploy.model.ege_unet import EGEUNet
 from . import metadata as _metadata
 from .exporter import ExportError, ExportJob, check_probabilities
 from .rewrite import _Layout
-from .targets import TARGETS, Precision
+from .targets import GRAPHS, TARGETS, Precision
 from .wrappers import IOSpec, deploy_module
 
 METHOD = "forward"
 METADATA_METHOD = _metadata.METADATA_KEY
 """The constant method that returns the metadata JSON (uint8 bytes)."""
-GRAPHS = ("fast", "deploy")
 
 
 class _XnnpackLayout(_Layout):
@@ -81,11 +80,7 @@ def module_for(net: EGEUNet, spec: IOSpec, graph: str = "fast") -> torch.nn.Modu
     from .rewrite import fast_module
 
     if graph == "fast":
-        module = fast_module(net, spec.layout, spec.baked, spec.hw)
-        lay = _XnnpackLayout.__new__(_XnnpackLayout)
-        lay.__dict__.update(module.fast.lay.__dict__)
-        module.fast.lay = lay
-        return module
+        return fast_module(net, spec.layout, spec.baked, spec.hw, layout_ops=_XnnpackLayout)
     if graph == "deploy":
         return deploy_module(net, spec)
     raise ValueError(f"unknown graph {graph!r}; known: {', '.join(GRAPHS)}")
@@ -159,7 +154,7 @@ def smoke_check(data: bytes, spec: IOSpec) -> None:
 def export_executorch(job: ExportJob) -> None:
     """The exporter (export/exporter.py): fp32, or int8 through PT2E, lowered to XNNPACK."""
     net, path, precision, spec, meta = job.net, job.path, job.precision, job.spec, job.meta
-    calib_images, log, graph = job.calib_images, job.log, job.graph
+    calib_images, graph = job.calib_images, job.graph
     module = module_for(net, spec, graph)
     example = spec.example()
     if precision is Precision.INT8:
@@ -174,8 +169,7 @@ def export_executorch(job: ExportJob) -> None:
     data, split = to_program(module, example, meta)
     smoke_check(data, spec)
     atomic_write_bytes(path, data)
-    if log:
-        log(f"executorch {precision}: {split['delegate_partitions']} XNNPACK partitions, {split['portable_ops']} "
+    job.say(f"executorch {precision}: {split['delegate_partitions']} XNNPACK partitions, {split['portable_ops']} "
             f"ops left to ExecuTorch's portable kernels")
 
 

@@ -55,15 +55,14 @@ LAYOUTS = ("NCHW", "NHWC")
 class _Layout:
     """The handful of layout-dependent operations, so one forward serves both layouts."""
 
-    affine_as_conv = False
-    """Constant per-channel affines as 1x1 depthwise convolutions (:meth:`affine`): set for the integer graph."""
-
-    def __init__(self, layout: str, act: str = "gelu", align_corners: bool = True) -> None:
+    def __init__(self, layout: str, act: str = "gelu", align_corners: bool = True,
+                 affine_as_conv: bool = False) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
         self.nhwc = layout == "NHWC"
         self.c = 3 if self.nhwc else 1
         self.act_kind, self.align_corners = act, align_corners
+        self.affine_as_conv = affine_as_conv  # constant per-channel affines as 1x1 depthwise convs (the integer graph)
 
     def act(self, x: torch.Tensor) -> torch.Tensor:
         """The network's activation (erf GELU, or the integer variant's sigmoid form: ``ModelCfg.act``)."""
@@ -512,11 +511,11 @@ class FastEGEUNet(nn.Module):
     drifted to 5.3e-4, and the default int8 recipes keep the statistics ops float, so they do not need it."""
 
     def __init__(self, net: EGEUNet, input_hw: tuple[int, int] = INPUT_HW, layout: str = "NHWC",
-                 int8_friendly: bool = False, phase_encoder1: bool = True) -> None:
+                 int8_friendly: bool = False, phase_encoder1: bool = True,
+                 layout_ops: type[_Layout] = _Layout) -> None:
         super().__init__()
         src = DeployEGEUNet(copy.deepcopy(net).eval(), input_hw=input_hw).net
-        self.lay = _Layout(layout, src.act, src.align_corners)
-        self.lay.affine_as_conv = int8_friendly
+        self.lay = layout_ops(layout, src.act, src.align_corners, affine_as_conv=int8_friendly)
         self.layout = layout
         if not (src.bridge and src.gt_ds):
             raise ValueError("FastEGEUNet supports the full EGE-UNet (bridge=True, gt_ds=True); export other variants "
@@ -608,6 +607,7 @@ class FastDeployModule(nn.Module):
 
 
 def fast_module(net: EGEUNet, layout: str, baked: bool, input_hw: tuple[int, int] = INPUT_HW,
-                int8_friendly: bool = False) -> FastDeployModule:
-    """The rewritten deployable module for an I/O spec; the caller's network is left untouched."""
-    return FastDeployModule(FastEGEUNet(net, input_hw, layout, int8_friendly), baked).eval()
+                int8_friendly: bool = False, layout_ops: type[_Layout] = _Layout) -> FastDeployModule:
+    """The rewritten deployable module for an I/O spec; the caller's network is left untouched. ``layout_ops``: a
+    :class:`_Layout` subclass with other forms of the same layout operations (a converter's preferred ones)."""
+    return FastDeployModule(FastEGEUNet(net, input_hw, layout, int8_friendly, layout_ops=layout_ops), baked).eval()
