@@ -220,16 +220,10 @@ def range_images() -> torch.Tensor:
 
 
 def distillation_logits(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The fp32 reference's output logits for ``x``."""
+    """The fp32 reference's output logits for ``x``: their sigmoid is the probability map the integer network is
+    trained to reproduce (and the optional logit term matches them directly)."""
     with torch.no_grad():
         return teacher.forward_logits(x)[1]
 
 
-def distillation_target(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The fp32 reference's probabilities for ``x``: what the integer network is trained to reproduce."""
-    with torch.no_grad():
-        return torch.sigmoid(teacher.forward_logits(x)[1])
-
-
-__all__ = ["RANGE_MODES", "FakeQuantMode", "QATNet", "distillation_logits", "distillation_target", "fake_quant_weight",
-           "range_images"]
+__all__ = ["RANGE_MODES", "FakeQuantMode", "QATNet", "distillation_logits", "fake_quant_weight", "range_images"]

@@ -46,8 +46,8 @@ from .contract import CONTRACT, minmax_normalize
 from .data import LoadedSet, load_split
 from .ege_unet import EGEUNet, create_model, model_from_cfg
 from .layers import resize_bilinear, use_fused_norms, use_training_fast_paths
-from .metrics import Confusion
-from .qat import RANGE_MODES, QATNet, distillation_logits, distillation_target, range_images
+from .metrics import Confusion, dice
+from .qat import RANGE_MODES, QATNet, distillation_logits, range_images
 
 CHECKPOINT_VERSION = 1
 DEFAULT_EPOCHS = 300  # the paper's
@@ -219,12 +219,6 @@ def predict_masks(net: EGEUNet, data: LoadedSet, batch_size: int = 32, channels_
     return torch.cat(out)
 
 
-def mask_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pooled Dice of two sets of masks: the drift report's mask agreement of an artifact with its reference."""
-    a, b = a.bool(), b.bool()
-    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
-
-
 @torch.no_grad()
 def evaluate_loaded(net: EGEUNet, data: LoadedSet, batch_size: int = 32, channels_last: bool = True,
                     reference: torch.Tensor | None = None) -> dict:
@@ -236,7 +230,7 @@ def evaluate_loaded(net: EGEUNet, data: LoadedSet, batch_size: int = 32, channel
         conf.add(masks[i : i + batch_size].numpy(), data.masks[i : i + batch_size])
     summary = conf.summary()
     if reference is not None:
-        summary["agreement"] = mask_agreement(masks, reference)
+        summary["agreement"] = dice(masks.numpy(), reference.numpy())  # the drift report's mask agreement
     return summary
 
 
@@ -447,11 +441,8 @@ def train(cfg: TrainConfig, out_dir: Path | str, resume: bool = False, progress:
                     x, y = augment_batch(images[idx], masks[idx], aug_gen, strong=cfg.augment == "strong")
                     x, y = x.to(device), y.to(device)
                     if teacher is not None:  # QAT: the target is the fp32 reference's probability map
-                        if cfg.distill_logits:
-                            teacher_logits = distillation_logits(teacher, x)
-                            y = torch.sigmoid(teacher_logits)
-                        else:
-                            y = distillation_target(teacher, x)
+                        teacher_logits = distillation_logits(teacher, x)
+                        y = torch.sigmoid(teacher_logits)
                     ds_logits, logits = model(x)
                     loss = recipe_loss(ds_logits, logits, y)
                     if teacher is not None and cfg.distill_logits:
